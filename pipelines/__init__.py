@@ -1,0 +1,1 @@
+"""prefhouse pipelines: the lake, source adapters, curation and the SQL runner."""

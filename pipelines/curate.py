@@ -1,0 +1,311 @@
+"""Curate raw preference datasets into the lake: raw rows -> adapters -> shared rules -> pairs, prompts, quarantine.
+
+    python pipelines/curate.py --sources all [--data-dir data/samples] [--lake data/lake]
+
+One run reads every selected source in bounded-memory batches, stages what it will append, and commits
+each table once at the end, the run log last. Re-running on the same inputs appends nothing: every row a
+table holds has a content id (raw key, pair id, copy id, quarantine id, prompt id + source) and a run only
+appends ids the lake does not have. Nothing is lost silently: every raw row ends as paired, filtered (by a
+named recipe rule) or quarantined (invalid, with a reason), and the counts land in ``run_counts``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import the project from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import polars as pl
+import pyarrow as pa
+from tqdm import tqdm
+
+from pipelines import schema as S
+from pipelines.ids import messages_key, normalised, with_md5
+from pipelines.lake import DEFAULT_LAKE, Lake, staging
+from pipelines.rules import apply_shared_rules
+from pipelines.runlog import RunRecord
+from pipelines.settings import build_adapters, describe_settings, load_config, merge, parse_overrides, resolve_sources
+from pipelines.sources import Adapter
+from pipelines.sources.reading import InputReport, RawBatch, read_hub, read_local, regroup
+
+DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+
+
+@dataclass
+class SourceSummary:
+    source: str
+    rows_in: int = 0
+    rows: Counter = field(default_factory=Counter)  # outcome -> raw rows
+    row_rules: Counter = field(default_factory=Counter)  # (outcome, rule) -> raw rows
+    pair_rules: Counter = field(default_factory=Counter)  # (outcome, rule) -> candidate pairs
+    pairs_new: int = 0
+    pairs_duplicate: int = 0
+    prompts_new: int = 0
+    raw_new: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Seen:
+    """Ids the lake already holds plus those this run staged: the basis of idempotent appends."""
+
+    pair_ids: set[str]
+    copy_ids: set[str]
+    quarantine_ids: set[str]
+    prompt_keys: set[str]
+    raw_keys: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, lake: Lake) -> Seen:
+        col = lambda t, c: set(lake.read(t, columns=[c]).column(c).to_pylist())  # noqa: E731
+        prompts = lake.read(S.PROMPTS, columns=["prompt_id", "source"])
+        return cls(
+            pair_ids=col(S.PAIRS, "pair_id"),
+            copy_ids=col(S.PAIR_SOURCES, "copy_id"),
+            quarantine_ids=col(S.QUARANTINE, "quarantine_id"),
+            prompt_keys={f"{p}|{s}" for p, s in zip(prompts.column("prompt_id").to_pylist(), prompts.column("source").to_pylist())},
+        )
+
+    def raw(self, lake: Lake, source: str) -> set[str]:
+        if source not in self.raw_keys:
+            table = S.raw_table(source)
+            self.raw_keys[source] = set(lake.read(table, columns=["_raw_key"]).column("_raw_key").to_pylist()) if lake.exists(table) else set()
+        return self.raw_keys[source]
+
+
+def _new_mask(ids: list[str], seen: set[str]) -> list[bool]:
+    """True for ids neither in ``seen`` nor earlier in ``ids``; adds the new ones to ``seen``."""
+    mask = []
+    for i in ids:
+        fresh = i not in seen
+        if fresh:
+            seen.add(i)
+        mask.append(fresh)
+    return mask
+
+
+def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, stage, run: RunRecord, summary: SourceSummary) -> None:
+    """One batch of one source: stage new raw rows, pairs, copies, prompts and rejects; count every row."""
+    now = run.started_at
+    keys = batch.keys
+    n = batch.table.num_rows
+    summary.rows_in += n
+    ingest = {
+        "_raw_key": keys, "_split": pa.array([batch.split] * n), "_source_file": pa.array([batch.source_file] * n),
+        "_run_id": pa.array([run.run_id] * n), "_ingested_at": pa.array([now] * n, S.TIMESTAMP),
+    }
+    raw = batch.table
+    for name, values in ingest.items():
+        raw = raw.append_column(name, values)
+    fresh = _new_mask(keys.to_pylist(), seen.raw(lake, adapter.name))
+    if any(fresh):
+        stage.add(S.raw_table(adapter.name), raw.filter(pa.array(fresh)), adapter.lake_schema())
+        summary.raw_new += sum(fresh)
+
+    rows = pl.from_arrow(raw)
+    cands = adapter.candidates(rows)
+    kept, pair_rejects = apply_shared_rules(cands.pairs, adapter)
+    all_rejects = pl.concat([cands.rejects, pair_rejects])
+
+    # ---- row accounting: paired > first reject naming the row > filtered as "no_comparison"
+    paired = kept.select(pl.col("raw_keys").explode().alias("_raw_key")).unique().with_columns(pl.lit(True).alias("_paired"))
+    first_reject = (
+        all_rejects.with_row_index("_order").explode("raw_keys").rename({"raw_keys": "_raw_key"})
+        .sort("_order").unique("_raw_key", keep="first", maintain_order=True).select("_raw_key", "kind", "rule")
+    )
+    outcome = (
+        rows.select("_raw_key").join(paired, on="_raw_key", how="left").join(first_reject, on="_raw_key", how="left")
+        .select(
+            pl.when(pl.col("_paired")).then(pl.lit("paired"))
+            .when(pl.col("kind") == "invalid").then(pl.lit("quarantined"))
+            .otherwise(pl.lit("filtered")).alias("outcome"),
+            pl.when(pl.col("_paired")).then(pl.lit(None, pl.String)).otherwise(pl.col("rule").fill_null("no_comparison")).alias("rule"),
+        )
+        .group_by("outcome", "rule").len()
+    )
+    for o, r, c in outcome.iter_rows():
+        summary.rows[o] += c
+        summary.row_rules[(o, r)] += c
+    for kind, rule, c in all_rejects.group_by("kind", "rule").len().iter_rows():
+        summary.pair_rules[("quarantined" if kind == "invalid" else "filtered", rule)] += c
+    summary.pair_rules[("kept", None)] += kept.height
+
+    provenance = {
+        "source": pl.lit(adapter.name), "hub_id": pl.lit(adapter.hub_id), "hub_revision": pl.lit(adapter.hub_revision, pl.String),
+        "rule": pl.lit(adapter.rule), "rule_version": pl.lit(adapter.rule_version), "run_id": pl.lit(run.run_id),
+        "created_at": pl.lit(now, pl.Datetime("us", "UTC")),
+    }
+    # ---- quarantine
+    if all_rejects.height:
+        q = with_md5(
+            all_rejects.with_columns(**{k: provenance[k] for k in ("source", "rule_version", "run_id", "created_at")}),
+            "quarantine_id", pl.col("source"), pl.col("split"), pl.col("raw_keys").list.join(","),
+            pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
+        )
+        q = q.filter(pl.Series(_new_mask(q["quarantine_id"].to_list(), seen.quarantine_ids)))
+        stage.add(S.QUARANTINE, q.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
+    if not kept.height:
+        return
+    # ---- pairs: ids, dedup, copies
+    kept = with_md5(kept, "prompt_id", messages_key(pl.col("prompt")))
+    kept = with_md5(kept, "pair_id", pl.col("prompt_id"), normalised(pl.col("chosen_reply")), normalised(pl.col("rejected_reply")))
+    kept = with_md5(
+        kept, "copy_id", pl.col("pair_id"), pl.lit(adapter.name), pl.col("split"), pl.col("raw_keys").list.join(","), pl.col("item").fill_null("")
+    )
+    first_copy = pl.Series(_new_mask(kept["pair_id"].to_list(), seen.pair_ids))
+    kept = kept.with_columns(first_copy.alias("is_first_copy"), **provenance)
+    new_copies = kept.filter(pl.Series(_new_mask(kept["copy_id"].to_list(), seen.copy_ids)))
+    summary.pairs_new += int(first_copy.sum())
+    summary.pairs_duplicate += kept.height - int(first_copy.sum())
+    stage.add(S.PAIR_SOURCES, new_copies.to_arrow(), S.PAIR_SOURCE_SCHEMA, ["source"])
+    score_kind = adapter.score_kind if kept["chosen_score"].is_not_null().any() else None
+    pairs = kept.filter(pl.col("is_first_copy")).with_columns(
+        pl.lit(score_kind, pl.String).alias("score_kind"), pl.lit("offline").alias("origin"), pl.lit(0, pl.Int32).alias("iteration"),
+        pl.lit(None, pl.String).alias("reward_model_id"), pl.lit(None, pl.String).alias("policy_model_id"),
+    )
+    stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
+    # ---- prompts, one row per (prompt, source)
+    prompts = kept.unique("prompt_id", keep="first", maintain_order=True)
+    prompts = prompts.filter(pl.Series(_new_mask([f"{p}|{adapter.name}" for p in prompts["prompt_id"].to_list()], seen.prompt_keys)))
+    prompts = prompts.select(
+        "prompt_id", "source", "prompt",
+        pl.col("prompt").list.eval(pl.element().filter(pl.element().struct.field("role") == "user")).list.last().struct.field("content").alias("prompt_text"),
+        pl.col("prompt").list.len().cast(pl.Int32).alias("n_turns"), "run_id", "created_at",
+    )
+    summary.prompts_new += prompts.height
+    stage.add(S.PROMPTS, prompts.to_arrow(), S.PROMPT_SCHEMA, ["source"])
+
+
+def iter_batches(adapter: Adapter, data_dir: Path | None, hub: bool, report: InputReport):
+    if hub:
+        batches = read_hub(adapter.name, adapter.hub_id, adapter.hub_revision, adapter.hub_data_dirs, adapter.raw_schema, report)
+    else:
+        assert data_dir is not None
+        batches = read_local(adapter.name, data_dir / adapter.name, adapter.raw_schema, report)
+    return regroup(batches, adapter.group_column, adapter.name) if adapter.group_column else batches
+
+
+def curate(
+    sources: list[str],
+    lake: Lake,
+    data_dir: Path | None = DEFAULT_SAMPLES,
+    hub: bool = False,
+    config: dict | None = None,
+    args: dict | None = None,
+    progress: bool = True,
+) -> tuple[RunRecord, list[SourceSummary]]:
+    """Curate ``sources`` into ``lake``; return the run record and a summary per source."""
+    adapters = build_adapters(sources, config or {})  # bad settings fail here, before any work
+    with lake.lock("curate"):
+        for table, (tschema, parts) in S.CORE_TABLES.items():
+            lake.create(table, tschema, parts)
+        run = RunRecord("curate", args or {"sources": sources, "data_dir": str(data_dir), "hub": hub})
+        run.settings = {a.name: {"rule": a.rule, "rule_version": a.rule_version, **a.settings_dict()} for a in adapters}
+        run.versions_before = lake.versions(list(S.CORE_TABLES) + [S.raw_table(a.name) for a in adapters])
+        summaries: list[SourceSummary] = []
+        try:
+            seen = Seen.load(lake)
+            with staging(lake) as stage:
+                for adapter in adapters:
+                    t0 = time.perf_counter()
+                    summary = SourceSummary(adapter.name)
+                    report = InputReport()
+                    bar = tqdm(desc=f"curate {adapter.name}", unit=" rows", disable=not progress, leave=False)
+                    for batch in iter_batches(adapter, data_dir, hub, report):
+                        process_batch(adapter, batch, lake, seen, stage, run, summary)
+                        bar.update(batch.table.num_rows)
+                    bar.close()
+                    summary.seconds = time.perf_counter() - t0
+                    summaries.append(summary)
+                    run.inputs[adapter.name] = {"files": report.files, "ignored_columns": report.ignored_columns}
+                    run.timings[adapter.name] = round(summary.seconds, 3)
+                    _record_counts(run, summary)
+                t0 = time.perf_counter()
+                committed = stage.commit({"prefhouse.run_id": run.run_id})
+                run.timings["commit"] = round(time.perf_counter() - t0, 3)
+            run.rows_in = sum(s.rows_in for s in summaries)
+            run.rows_out = sum(s.pairs_new for s in summaries)
+            run.versions_after = {**run.versions_before, **committed}
+            run.write(lake, "succeeded")
+        except BaseException as exc:
+            run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+    return run, summaries
+
+
+def _record_counts(run: RunRecord, s: SourceSummary) -> None:
+    run.count(s.source, "row", "in", None, s.rows_in)
+    for (outcome, rule), n in sorted(s.row_rules.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        run.count(s.source, "row", outcome, rule, n)
+    for (outcome, rule), n in sorted(s.pair_rules.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        run.count(s.source, "pair", outcome, rule, n)
+    run.count(s.source, "pair", "new", None, s.pairs_new)
+    run.count(s.source, "pair", "duplicate", None, s.pairs_duplicate)
+
+
+def format_summary(summaries: list[SourceSummary]) -> str:
+    header = f"{'source':40} {'rows in':>9} {'paired':>8} {'filtered':>9} {'quarant.':>9} {'new pairs':>10} {'dup pairs':>10} {'sec':>7}"
+    lines = [header, "-" * len(header)]
+    for s in summaries:
+        lines.append(
+            f"{s.source:40} {s.rows_in:9d} {s.rows['paired']:8d} {s.rows['filtered']:9d} {s.rows['quarantined']:9d} "
+            f"{s.pairs_new:10d} {s.pairs_duplicate:10d} {s.seconds:7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python pipelines/curate.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Rule settings (defaults; change with --set or --config):\n" + describe_settings(),
+    )
+    parser.add_argument("--sources", default="all", help="all, mix1, mix2, or comma-separated source names (default: all)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_SAMPLES,
+                        help="read raw files from DIR/<source>/ (.jsonl/.json[.gz]/.parquet in the hub schema); default: the bundled samples")
+    parser.add_argument("--hub", action="store_true", help="load from the Hugging Face hub with datasets.load_dataset at the pinned revisions (needs network)")
+    parser.add_argument("--lake", default=DEFAULT_LAKE, help=f"lake URI: a folder or an object-store URI (default: {DEFAULT_LAKE})")
+    parser.add_argument("--config", type=Path, help="TOML file of rule settings, one [source] table each, plus [shared]")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SOURCE.RULE=VALUE",
+                        help="override one rule setting, e.g. --set shp.min_score_ratio=3 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.settings import SettingsError
+    from pipelines.sources.reading import MissingColumnError
+
+    args = build_parser().parse_args(argv)
+    try:
+        sources = resolve_sources(args.sources)
+        config = merge(load_config(args.config), parse_overrides(args.overrides))
+        lake = Lake(args.lake)
+        run, summaries = curate(
+            sources, lake, None if args.hub else args.data_dir, args.hub, config,
+            args={k: str(v) for k, v in vars(args).items()}, progress=not (args.no_progress or args.quiet),
+        )
+    except (SettingsError, MissingColumnError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        from pipelines.sql import format_table, run_query
+
+        print(f"run {run.run_id}: {run.rows_in} raw rows, {run.rows_out} new pairs, lake {lake.uri}")
+        print(format_summary(summaries))
+        print("\nAll curated pairs in the lake, per source (python -m pipelines.sql table1):")
+        print(format_table(run_query(lake, "table1")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

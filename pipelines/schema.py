@@ -1,0 +1,157 @@
+"""Arrow schemas of the lake's tables, in one place.
+
+Layers: ``raw_<source>`` (bronze: raw rows exactly as ingested, one table per source, in that source's own
+schema plus ingest columns), ``pairs`` (silver: every preference pair, offline and online, in one standard
+schema), ``pair_sources`` (every copy of a pair seen, with its provenance: dedup keeps them all),
+``quarantine`` (every rejected row, response or candidate pair, with the rule and reason), ``prompts``
+(deduplicated prompts per source), ``runs`` and ``run_counts`` (the run log and its filter accounting).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+PAIRS = "pairs"
+PAIR_SOURCES = "pair_sources"
+QUARANTINE = "quarantine"
+PROMPTS = "prompts"
+RUNS = "runs"
+RUN_COUNTS = "run_counts"
+
+
+def raw_table(source: str) -> str:
+    return f"raw_{source}"
+
+
+# The standard pair. `iteration` is 0 for curated (offline) data and N for pairs the online iteration N made;
+# `origin` says the same in words, so one table holds the whole history and a WHERE tells them apart.
+PAIR_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),  # md5 of normalised prompt + chosen reply + rejected reply
+        ("prompt_id", pa.string()),  # md5 of the normalised prompt messages
+        ("prompt", MESSAGES),  # context: optional system turn, then user/assistant turns ending in user
+        ("chosen", MESSAGES),  # prompt + preferred assistant reply ("standard format")
+        ("rejected", MESSAGES),  # prompt + dispreferred assistant reply
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("margin", pa.float64()),  # chosen_score - rejected_score where both exist
+        ("score_kind", pa.string()),  # what the scores are (e.g. ultrafeedback_fine_grained_mean, reward_model)
+        ("chosen_model", pa.string()),  # the model that wrote the reply, where known
+        ("rejected_model", pa.string()),
+        ("origin", pa.string()),  # offline | online
+        ("iteration", pa.int32()),  # partition: 0 offline, N online
+        ("source", pa.string()),  # partition: dataset name offline, "online" for generated pairs
+        ("hub_id", pa.string()),
+        ("hub_revision", pa.string()),
+        ("split", pa.string()),
+        ("raw_keys", pa.list_(pa.string())),  # keys of the raw rows (in raw_<source>) the pair came from
+        ("rule", pa.string()),  # the adapter / selection rule that admitted the pair
+        ("rule_version", pa.string()),
+        ("reward_model_id", pa.string()),  # online pairs: the reward model that ranked them
+        ("policy_model_id", pa.string()),  # online pairs: the policy that generated them
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+PAIR_PARTITIONS = ["iteration", "source"]
+
+PAIR_SOURCE_SCHEMA = pa.schema(
+    [
+        ("copy_id", pa.string()),  # md5(pair_id, source, split, raw_keys, item): one row per copy ever seen
+        ("pair_id", pa.string()),
+        ("is_first_copy", pa.bool_()),  # the copy whose provenance the pairs row carries
+        ("source", pa.string()),
+        ("hub_id", pa.string()),
+        ("hub_revision", pa.string()),
+        ("split", pa.string()),
+        ("raw_keys", pa.list_(pa.string())),
+        ("item", pa.string()),  # which comparison within the raw row(s), e.g. "1 vs 3"
+        ("rule", pa.string()),
+        ("rule_version", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("quarantine_id", pa.string()),  # md5(source, split, raw_keys, item, level, rule): idempotent re-runs
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("raw_keys", pa.list_(pa.string())),
+        ("item", pa.string()),  # the response or comparison within the row(s), e.g. "1 vs 3"; null for a row
+        ("level", pa.string()),  # row | response | pair
+        ("kind", pa.string()),  # filter (a recipe rule dropped it) | invalid (malformed or contradictory)
+        ("rule", pa.string()),
+        ("rule_version", pa.string()),
+        ("reason", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+PROMPT_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("source", pa.string()),
+        ("prompt", MESSAGES),
+        ("prompt_text", pa.string()),  # the last user turn, for reading and searching
+        ("n_turns", pa.int32()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+RUN_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("pipeline", pa.string()),
+        ("status", pa.string()),  # succeeded | failed
+        ("started_at", TIMESTAMP),
+        ("finished_at", TIMESTAMP),
+        ("duration_s", pa.float64()),
+        ("args", pa.string()),  # JSON
+        ("settings", pa.string()),  # JSON, every rule with its version
+        ("code_version", pa.string()),
+        ("packages", pa.string()),  # JSON name -> version
+        ("inputs", pa.string()),  # JSON: files or hub ids with revisions
+        ("versions_before", pa.string()),  # JSON table -> version
+        ("versions_after", pa.string()),
+        ("rows_in", pa.int64()),
+        ("rows_out", pa.int64()),
+        ("timings", pa.string()),  # JSON stage -> seconds
+        ("error", pa.string()),
+    ]
+)
+
+RUN_COUNT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("source", pa.string()),
+        ("level", pa.string()),  # row: raw-row accounting; pair: candidate pairs
+        ("outcome", pa.string()),  # rows: paired | filtered | quarantined; pairs: kept | new | duplicate | filtered | quarantined
+        ("rule", pa.string()),
+        ("n", pa.int64()),
+    ]
+)
+
+CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
+    PAIRS: (PAIR_SCHEMA, PAIR_PARTITIONS),
+    PAIR_SOURCES: (PAIR_SOURCE_SCHEMA, ["source"]),
+    QUARANTINE: (QUARANTINE_SCHEMA, ["source"]),
+    PROMPTS: (PROMPT_SCHEMA, ["source"]),
+    RUNS: (RUN_SCHEMA, []),
+    RUN_COUNTS: (RUN_COUNT_SCHEMA, []),
+}
+
+RAW_INGEST_COLUMNS = [
+    ("_raw_key", pa.string()),  # "<split>#<row index>" within its file or hub split
+    ("_split", pa.string()),
+    ("_source_file", pa.string()),
+    ("_run_id", pa.string()),
+    ("_ingested_at", TIMESTAMP),
+]

@@ -1,0 +1,163 @@
+"""What every source adapter is: a raw hub schema, settings, and a vectorised mapping to candidate pairs.
+
+An adapter is one step with one job (datatrove's shape): ``candidates(rows)`` turns a batch of raw rows
+(a polars frame in the source's raw schema plus ``_raw_key`` and ``_split``) into candidate pairs, and
+reports every row, response or comparison it rejects with the rule that rejected it. The rules every
+source shares (empty turns, alternating roles, identical replies, ties, contradicting scores, margins)
+live in :mod:`pipelines.rules` and run after it; an adapter only does what is particular to its source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import polars as pl
+import pyarrow as pa
+
+from pipelines.schema import RAW_INGEST_COLUMNS
+
+MSG = pl.Struct({"role": pl.String, "content": pl.String})
+
+# Columns of a candidate pair, as adapters hand them to the shared rules.
+CANDIDATE_SCHEMA = {
+    "raw_keys": pl.List(pl.String),
+    "split": pl.String,
+    "prompt": pl.List(MSG),
+    "chosen_reply": pl.String,
+    "rejected_reply": pl.String,
+    "chosen_score": pl.Float64,
+    "rejected_score": pl.Float64,
+    "chosen_model": pl.String,
+    "rejected_model": pl.String,
+    "item": pl.String,  # which comparison within the row(s), e.g. "1 vs 3"; null for one pair per row
+    "group": pl.String,  # the unit of per-group caps (a post, a prompt); may be null
+    "rank": pl.Float64,  # higher is kept first by per-group caps
+}
+
+REJECT_SCHEMA = {
+    "raw_keys": pl.List(pl.String),
+    "split": pl.String,
+    "item": pl.String,  # the response or comparison within the row(s); null for a whole row
+    "level": pl.String,  # row | response | pair
+    "kind": pl.String,  # filter | invalid
+    "rule": pl.String,
+    "reason": pl.String,
+}
+
+FILTER, INVALID = "filter", "invalid"
+
+
+def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:
+    """One chat turn as a struct expression."""
+    role_expr = pl.lit(role) if isinstance(role, str) else role
+    return pl.struct(role_expr.alias("role"), content.alias("content"))
+
+
+def user_prompt(content: pl.Expr, system: pl.Expr | None = None) -> pl.Expr:
+    """A single-turn prompt, with an optional system turn when it is non-empty."""
+    user = pl.concat_list([message("user", content)])
+    if system is None:
+        return user
+    with_system = pl.concat_list([message("system", system), message("user", content)])
+    return pl.when(system.fill_null("").str.strip_chars() != "").then(with_system).otherwise(user)
+
+
+def parse_number(expr: pl.Expr) -> pl.Expr:
+    """A rating written as a string ("4", " 4.5 ", "N/A"): its float value, or null when not a number."""
+    return expr.str.strip_chars().cast(pl.Float64, strict=False)
+
+
+def empty_candidates() -> pl.DataFrame:
+    return pl.DataFrame(schema=CANDIDATE_SCHEMA)
+
+
+def conform_candidates(df: pl.DataFrame) -> pl.DataFrame:
+    """Fill the optional candidate columns with nulls and order them as CANDIDATE_SCHEMA."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in CANDIDATE_SCHEMA.items() if c not in df.columns]
+    return df.with_columns(missing).select([pl.col(c).cast(t) for c, t in CANDIDATE_SCHEMA.items()])
+
+
+def rejects(df: pl.DataFrame, level: str, kind: str, rule: str, reason: pl.Expr | str) -> pl.DataFrame:
+    """Reject records for the rows of ``df`` (which must have ``raw_keys`` or ``_raw_key``, and a split)."""
+    keys = pl.col("raw_keys") if "raw_keys" in df.columns else pl.concat_list([pl.col("_raw_key")])
+    split = pl.col("split") if "split" in df.columns else pl.col("_split")
+    reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
+    item = pl.col("item") if "item" in df.columns else pl.lit(None, dtype=pl.String)
+    return df.select(
+        keys.alias("raw_keys"),
+        split.alias("split"),
+        item.cast(pl.String).alias("item"),
+        pl.lit(level).alias("level"),
+        pl.lit(kind).alias("kind"),
+        pl.lit(rule).alias("rule"),
+        reason_expr.cast(pl.String).fill_null("(null)").alias("reason"),
+    )
+
+
+def concat_rejects(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    frames = [f.select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()]) for f in frames if f.height]
+    return pl.concat(frames) if frames else pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class SharedRules:
+    """Rules every source shares. Changing a value changes the recorded rule version."""
+
+    min_margin: float = 0.0  # drop pairs whose score margin is below this (paper: "small margins"; value unpublished)
+    drop_ties: bool = True  # equal scores carry no preference
+
+
+@dataclass
+class Candidates:
+    pairs: pl.DataFrame
+    rejects: pl.DataFrame
+
+
+class Adapter:
+    """Base of the ten source adapters."""
+
+    name: ClassVar[str]
+    hub_id: ClassVar[str]
+    hub_revision: ClassVar[str | None] = None  # pinned when loading from the hub
+    hub_data_dirs: ClassVar[list[str | None]] = [None]
+    raw_schema: ClassVar[pa.Schema]
+    group_column: ClassVar[str | None] = None  # rows sharing it must be in one batch
+    score_kind: ClassVar[str | None] = None
+    version: ClassVar[str] = "1"  # bump when the mapping changes
+
+    @dataclass(frozen=True)
+    class Settings:
+        pass
+
+    def __init__(self, settings: Any = None, shared: SharedRules | None = None):
+        self.settings = settings if settings is not None else self.Settings()
+        self.shared = shared if shared is not None else SharedRules()
+
+    @property
+    def rule(self) -> str:
+        return f"{self.name}.standard"
+
+    def settings_dict(self) -> dict:
+        return {"adapter": dataclasses.asdict(self.settings), "shared": dataclasses.asdict(self.shared)}
+
+    @property
+    def rule_version(self) -> str:
+        """Adapter version plus a digest of every setting, so a changed rule is a new, visible version."""
+        digest = hashlib.sha1(json.dumps(self.settings_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"v{self.version}-{digest}"
+
+    @classmethod
+    def lake_schema(cls) -> pa.Schema:
+        """The bronze table's schema: the raw hub columns plus the ingest columns."""
+        return pa.schema(list(cls.raw_schema) + RAW_INGEST_COLUMNS)
+
+    def candidates(self, rows: pl.DataFrame) -> Candidates:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def cap(self, kept: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Per-group limits applied to valid pairs (SHP: at most k per post). Default: none."""
+        return kept, pl.DataFrame(schema=REJECT_SCHEMA)

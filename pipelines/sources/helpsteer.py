@@ -1,0 +1,66 @@
+"""NVIDIA HelpSteer (v1): one row per response with five 0-4 attributes; pairs are built per prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+from pipelines.sources.base import FILTER, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+from pipelines.sources.multi_response import all_comparisons
+
+ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+
+
+class HelpSteer(Adapter):
+    name = "helpsteer"
+    hub_id = "nvidia/HelpSteer"
+    hub_revision = None  # none pinned yet: the commit resolved at load time is logged
+    raw_schema = pa.schema([("prompt", pa.string()), ("response", pa.string())] + [(a, pa.int32()) for a in ATTRIBUTES])
+    group_column = "prompt"
+
+    @dataclass(frozen=True)
+    class Settings:
+        # "mean_ex_verbosity" (Tulu 2.5: mean of the attributes except verbosity) or one attribute's name.
+        score: str = "mean_ex_verbosity"
+        max_responses_per_prompt: int = 4  # paper: up to 4 responses per prompt
+
+        def __post_init__(self) -> None:
+            if self.score != "mean_ex_verbosity" and self.score not in ATTRIBUTES:
+                raise ValueError(f"helpsteer.score must be mean_ex_verbosity or one of {ATTRIBUTES}, not {self.score!r}")
+
+    @property
+    def score_kind(self) -> str:  # type: ignore[override]
+        return f"helpsteer_{self.settings.score}"
+
+    def _score(self) -> pl.Expr:
+        if self.settings.score == "mean_ex_verbosity":
+            return pl.mean_horizontal([pl.col(a) for a in ATTRIBUTES if a != "verbosity"]).cast(pl.Float64)
+        return pl.col(self.settings.score).cast(pl.Float64)
+
+    def candidates(self, rows: pl.DataFrame) -> Candidates:
+        numbered = rows.with_columns(pl.int_range(pl.len()).over("prompt").alias("response_index"))
+        surplus = numbered.filter(pl.col("response_index") >= self.settings.max_responses_per_prompt)
+        responses = numbered.filter(pl.col("response_index") < self.settings.max_responses_per_prompt).select(
+            pl.col("prompt").alias("group"),
+            "response_index",
+            pl.col("_raw_key").alias("raw_key"),
+            pl.col("_split").alias("split"),
+            user_prompt(pl.col("prompt")).alias("prompt"),
+            pl.col("response").alias("reply"),
+            self._score().alias("score"),
+            pl.lit(None, dtype=pl.String).alias("model"),
+        )
+        sizes = responses.group_by("group").len()
+        single = responses.join(sizes.filter(pl.col("len") == 1), on="group", how="semi")
+        pairs = all_comparisons(responses, keys_from_both=True)
+        return Candidates(
+            conform_candidates(pairs),
+            concat_rejects(
+                [
+                    rejects(surplus, "row", FILTER, "max_responses_per_prompt", f"beyond the first {self.settings.max_responses_per_prompt} responses of its prompt"),
+                    rejects(single.rename({"raw_key": "_raw_key", "split": "_split"}), "row", FILTER, "single_response", "the prompt has no other response to compare with"),
+                ]
+            ),
+        )

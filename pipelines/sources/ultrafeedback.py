@@ -1,0 +1,92 @@
+"""UltraFeedback: one instruction, four completions, each rated by GPT-4 on four aspects (ratings are strings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+from pipelines.sources.base import INVALID, Adapter, Candidates, concat_rejects, conform_candidates, parse_number, rejects, user_prompt
+from pipelines.sources.multi_response import all_comparisons
+
+ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+_RATED = pa.struct([("Rating", pa.string()), ("Rationale", pa.string())])
+_TYPED = pa.struct(
+    [("Type", pa.list_(pa.string())), ("Rationale", pa.string()), ("Rating", pa.string()), ("Rationale For Rating", pa.string())]
+)
+COMPLETION = pa.struct(
+    [
+        ("model", pa.string()), ("principle", pa.string()), ("custom_system_prompt", pa.string()),
+        ("response", pa.string()), ("critique", pa.string()), ("overall_score", pa.float64()),
+        ("fine-grained_score", pa.float64()),
+        ("annotations", pa.struct([("instruction_following", _RATED), ("honesty", _RATED), ("truthfulness", _TYPED), ("helpfulness", _TYPED)])),
+    ]
+)
+
+
+class UltraFeedback(Adapter):
+    name = "ultrafeedback"
+    hub_id = "openbmb/UltraFeedback"
+    hub_revision = "40b436560ca83a8dba36114c22ab3c66e43f6d5e"
+    raw_schema = pa.schema(
+        [
+            ("source", pa.string()), ("instruction", pa.string()), ("models", pa.list_(pa.string())),
+            ("completions", pa.list_(COMPLETION)),
+            ("correct_answers", pa.list_(pa.string())), ("incorrect_answers", pa.list_(pa.string())),
+        ]
+    )
+
+    @dataclass(frozen=True)
+    class Settings:
+        # "fine_grained": mean of the four aspect ratings (Tulu 2.5 shows it beats overall_score);
+        # "overall": the critique's overall_score (known upstream bug: some 1-rated completions carry 10).
+        score: str = "fine_grained"
+
+        def __post_init__(self) -> None:
+            if self.score not in ("fine_grained", "overall"):
+                raise ValueError(f"ultrafeedback.score must be fine_grained or overall, not {self.score!r}")
+
+    @property
+    def score_kind(self) -> str:  # type: ignore[override]
+        return f"ultrafeedback_{self.settings.score}"
+
+    def candidates(self, rows: pl.DataFrame) -> Candidates:
+        exploded = (
+            rows.select("_raw_key", "_split", "instruction", "completions")
+            .with_columns(pl.int_ranges(0, pl.col("completions").list.len()).alias("response_index"))
+            .explode("completions", "response_index")
+            .filter(pl.col("completions").is_not_null())
+            .unnest("completions")
+        )
+        ratings = [parse_number(pl.col("annotations").struct.field(a).struct.field("Rating")) for a in ASPECTS]
+        if self.settings.score == "fine_grained":
+            score = pl.when(pl.all_horizontal([r.is_not_null() for r in ratings])).then(pl.mean_horizontal(ratings))
+        else:
+            score = pl.col("overall_score")
+        scored = exploded.with_columns(score.cast(pl.Float64).alias("score"))
+        unrated = scored.filter(pl.col("score").is_null() | pl.col("score").is_nan()).with_columns(
+            pl.format("completion {}", pl.col("response_index")).alias("item")
+        )
+        responses = scored.filter(pl.col("score").is_not_null() & ~pl.col("score").is_nan()).select(
+            pl.col("_raw_key").alias("group"),
+            "response_index",
+            pl.col("_raw_key").alias("raw_key"),
+            pl.col("_split").alias("split"),
+            user_prompt(pl.col("instruction")).alias("prompt"),
+            pl.col("response").alias("reply"),
+            "score",
+            "model",
+        )
+        pairs = all_comparisons(responses, keys_from_both=False)
+        return Candidates(
+            conform_candidates(pairs),
+            concat_rejects(
+                [
+                    rejects(
+                        unrated, "response", INVALID, "non_numeric_rating",
+                        pl.format("completion {} ({}) has no numeric {} score", pl.col("response_index"), pl.col("model"), pl.lit(self.settings.score)),
+                    )
+                ]
+            ),
+        )

@@ -1,0 +1,207 @@
+"""Read-only SQL over the lake with DuckDB: ``python -m pipelines.sql NAME|FILE|"SELECT …"``.
+
+Every lake table is registered as a DuckDB view over an Arrow dataset of its Parquet files at a pinned
+version (no DuckDB extension is needed), plus the views of ``sql/views.sql`` and ``raw_rows`` (every raw
+table's rows as JSON, for provenance). Named queries are the ``.sql`` files of ``sql/``.
+
+Read-only by construction: the views scan Arrow datasets (DuckDB cannot write through them), the
+database is in memory, and before the user's query runs the connection disables external access (no
+COPY … TO, no ATTACH, no reading or writing files or URLs, no extension loading) and locks its
+configuration so the query cannot re-enable it. Output files are written by this program, not by SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from pipelines import schema as S
+from pipelines.lake import DEFAULT_LAKE, Lake, LakeError, Versions
+from pipelines.sources import ADAPTERS
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+VIEWS_FILE = SQL_DIR / "views.sql"
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def named_queries() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SQL_DIR.glob("*.sql")) if p.name != VIEWS_FILE.name}
+
+
+def resolve_query(spec: str) -> str:
+    """A named query, a .sql file, or the SQL text itself."""
+    queries = named_queries()
+    if spec in queries:
+        return queries[spec].read_text()
+    if spec.endswith(".sql") and Path(spec).is_file():
+        return Path(spec).read_text()
+    if re.match(r"^\s*(select|with|from|describe|show|summarize|pivot|unpivot|values|table|explain)\b", spec, re.I):
+        return spec
+    raise ValueError(f"{spec!r} is not a named query ({', '.join(queries)}), a .sql file, or a SELECT statement")
+
+
+def resolve_as_of(lake: Lake, spec: str | None, tables: list[str]) -> dict[str, int | None]:
+    """The version of each table that ``--as-of`` selects (None: the table did not exist then).
+
+    ``N`` (an integer) pins ``pairs`` at version N and every other table as of that commit's time;
+    ``TABLE=V[,TABLE=V…]`` pins tables explicitly (others latest); an ISO timestamp pins every table as of
+    that time; ``run:RUN_ID`` pins the versions a run left behind (from the run log).
+    """
+    latest = {t: lake.version(t) for t in tables}
+    if not spec:
+        return latest
+    if spec.startswith("run:"):
+        run_id = spec.removeprefix("run:")
+        runs = lake.read(S.RUNS, filter=pads.field("run_id") == run_id, columns=["versions_after"])
+        if runs.num_rows == 0:
+            raise LakeError(f"no run {run_id!r} in the run log")
+        after: Versions = json.loads(runs.column("versions_after")[0].as_py())
+        return {t: after.get(t) for t in tables}
+    if re.fullmatch(r"\d+", spec):
+        commits = {h["version"]: h["timestamp"] for h in lake.delta(S.PAIRS).history()}
+        if int(spec) not in commits:
+            raise LakeError(f"table 'pairs' has no version {spec}")
+        when = datetime.fromtimestamp(commits[int(spec)] / 1000, UTC)
+        return {t: int(spec) if t == S.PAIRS else lake.version_at(t, when) for t in tables}
+    if "=" in spec:
+        pins = dict(latest)
+        for part in spec.split(","):
+            name, _, version = part.partition("=")
+            if name.strip() not in pins:
+                raise LakeError(f"--as-of names unknown table {name.strip()!r}")
+            pins[name.strip()] = int(version)
+        return pins
+    when = datetime.fromisoformat(spec.replace("Z", "+00:00"))
+    when = when if when.tzinfo else when.astimezone()
+    return {t: lake.version_at(t, when) for t in tables}
+
+
+def connect(lake: Lake, as_of: str | None = None) -> tuple[duckdb.DuckDBPyConnection, Versions]:
+    """An in-memory DuckDB connection with every lake table as a view, locked read-only."""
+    con = duckdb.connect(":memory:")
+    empty = {t: sch for t, (sch, _) in S.CORE_TABLES.items()} | {S.raw_table(n): a.lake_schema() for n, a in ADAPTERS.items()}
+    tables = sorted(set(lake.tables()) | set(empty))
+    pins = resolve_as_of(lake, as_of, tables)
+    versions: Versions = {}
+    raw_tables = []
+    for table in tables:
+        dataset = None
+        if pins.get(table) is not None:
+            dataset = lake.dataset(table, pins[table])
+            versions[table] = pins[table]
+        if dataset is None:  # not created yet (at that point in time)
+            if table not in empty:
+                continue
+            dataset = empty[table].empty_table()
+        con.register(table, dataset)
+        if table.startswith("raw_"):
+            raw_tables.append(table)
+    raw_union = " UNION ALL ".join(
+        f"SELECT '{t.removeprefix('raw_')}' AS source, _raw_key AS raw_key, _split AS split, _source_file AS source_file, "
+        f"_run_id AS run_id, to_json(r) AS row_json FROM {t} r"
+        for t in raw_tables
+    ) or "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS raw_key, NULL::VARCHAR AS split, NULL::VARCHAR AS source_file, NULL::VARCHAR AS run_id, NULL::JSON AS row_json WHERE false"
+    con.execute(f"CREATE VIEW raw_rows AS {raw_union}")
+    if VIEWS_FILE.exists():
+        con.execute(VIEWS_FILE.read_text())
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+    return con, versions
+
+
+def run_query(lake: Lake, query: str, as_of: str | None = None, params: dict[str, str] | None = None) -> pa.Table:
+    """Run ``query`` (a name, a file or SQL text) and return its rows as an Arrow table."""
+    con, _ = connect(lake, as_of)
+    try:
+        sql = resolve_query(query)
+        used = set(re.findall(r"\$(\w+)", sql))
+        missing = used - set(params or {})
+        if missing:
+            raise ValueError(f"query needs --param {' --param '.join(f'{m}=…' for m in sorted(missing))}")
+        args = {k: v for k, v in (params or {}).items() if k in used}
+        return con.sql(sql, params=args or None).to_arrow_table()
+    finally:
+        con.close()
+
+
+def format_table(table: pa.Table, max_rows: int = 200) -> str:
+    with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=250, tbl_hide_dataframe_shape=True):
+        return str(pl.from_arrow(table))
+
+
+def write_output(table: pa.Table, fmt: str, output: Path | None) -> None:
+    """Write the result; the only place the runner writes anything, and only where the user asked."""
+    df = pl.from_arrow(table)
+    if fmt == "table":
+        text = format_table(table)
+        (output.write_text(text + "\n") if output else print(text))
+    elif fmt == "csv":
+        flat = df.select([pl.col(c).cast(pl.String) if isinstance(t, (pl.List, pl.Struct)) else pl.col(c) for c, t in df.schema.items()]) if any(
+            isinstance(t, (pl.List, pl.Struct)) for t in df.schema.values()) else df
+        text = flat.write_csv()
+        (output.write_text(text) if output else sys.stdout.write(text))
+    elif fmt == "json":
+        text = df.write_ndjson()
+        (output.write_text(text) if output else sys.stdout.write(text))
+    elif fmt == "parquet":
+        if output is None:
+            raise ValueError("--format parquet needs --output FILE")
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, output)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    names = ", ".join(named_queries())
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.sql",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"Named queries: {names}.",
+    )
+    parser.add_argument("query", nargs="?", help="a named query, a .sql file, or SQL text")
+    parser.add_argument("--lake", default=DEFAULT_LAKE, help=f"lake URI (default: {DEFAULT_LAKE})")
+    parser.add_argument("--as-of", help="N (pairs version N, other tables as of its commit), TABLE=V[,…], an ISO timestamp, or run:RUN_ID")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a $NAME parameter of the query (repeatable)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--output", type=Path, help="write the result to this file instead of standard output")
+    parser.add_argument("--list", action="store_true", help="list the named queries and the lake's tables with their versions")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    lake = Lake(args.lake)
+    try:
+        if args.list or not args.query:
+            for name, path in named_queries().items():
+                first = path.read_text().splitlines()[0].removeprefix("--").strip()
+                print(f"{name:24} {first}")
+            print()
+            for table, version in lake.versions().items():
+                print(f"{table:44} version {version}")
+            return 0
+        params = dict(p.split("=", 1) for p in args.param)
+        result = run_query(lake, args.query, args.as_of, params)
+        write_output(result, args.format, args.output)
+    except (ValueError, LakeError, duckdb.Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Curation behaviour users rely on: idempotence, failing fast, no partial data, hub loading, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import pipelines.curate as curate_module
+from pipelines import schema as S
+from pipelines.curate import curate, main
+from pipelines.lake import Lake
+from pipelines.sources import ADAPTERS
+from pipelines.sources.reading import MissingColumnError, RawBatch, read_hub, regroup, InputReport
+from pipelines.sql import run_query
+
+from .conftest import REPO, SAMPLES
+
+DATA_TABLES = [S.PAIRS, S.PAIR_SOURCES, S.QUARANTINE, S.PROMPTS]
+
+
+def data_versions(lake: Lake) -> dict:
+    return {t: v for t, v in lake.versions().items() if t not in (S.RUNS, S.RUN_COUNTS)}
+
+
+def test_rerun_adds_nothing(lake: Lake) -> None:
+    curate(["hh_rlhf", "helpsteer", "ultrafeedback"], lake, SAMPLES, progress=False)
+    before = data_versions(lake)
+    run, summaries = curate(["hh_rlhf", "helpsteer", "ultrafeedback"], lake, SAMPLES, progress=False)
+    assert data_versions(lake) == before  # no commit at all to data tables
+    assert run.rows_out == 0 and all(s.pairs_new == 0 and s.raw_new == 0 for s in summaries)
+    runs = run_query(lake, "SELECT status FROM runs").column("status").to_pylist()
+    assert runs == ["succeeded", "succeeded"]
+
+
+def test_adding_a_source_later_appends_only_it(lake: Lake) -> None:
+    curate(["shp"], lake, SAMPLES, progress=False)
+    n = lake.read(S.PAIRS).num_rows
+    curate(["shp", "codeultrafeedback"], lake, SAMPLES, progress=False)
+    by_source = run_query(lake, "SELECT source, count(*) AS n FROM pairs GROUP BY source ORDER BY source").to_pylist()
+    assert by_source == [{"source": "codeultrafeedback", "n": 101}, {"source": "shp", "n": n}]
+
+
+def test_missing_column_fails_fast_and_writes_nothing(lake: Lake, tmp_path: Path) -> None:
+    data = tmp_path / "raw"
+    shutil.copytree(SAMPLES / "helpsteer", data / "helpsteer")
+    shutil.copytree(SAMPLES / "shp", data / "shp")
+    bad = data / "shp" / "askscience" / "validation.json"
+    lines = [json.loads(line) for line in bad.read_text().splitlines()]
+    for row in lines:
+        row["labels_renamed"] = row.pop("labels")
+    bad.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(MissingColumnError) as err:
+        curate(["helpsteer", "shp"], lake, data, progress=False)
+    assert err.value.source == "shp" and err.value.column == "labels"
+    assert "'shp'" in str(err.value) and "'labels'" in str(err.value)
+    assert lake.read(S.PAIRS).num_rows == 0  # helpsteer ran first, yet nothing of it landed
+    assert not lake.exists("raw_helpsteer")
+    assert run_query(lake, "SELECT status FROM runs").column("status").to_pylist() == ["failed"]
+
+
+def test_crash_mid_run_leaves_no_partial_data(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = curate_module.process_batch
+    calls = {"n": 0}
+
+    def crash_on_third_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(curate_module, "process_batch", crash_on_third_batch)
+    with pytest.raises(MemoryError):
+        curate(["hh_rlhf", "shp", "helpsteer"], lake, SAMPLES, progress=False)
+    assert all(lake.read(t).num_rows == 0 for t in DATA_TABLES)
+    assert not any(lake.exists(S.raw_table(s)) for s in ADAPTERS)
+    monkeypatch.setattr(curate_module, "process_batch", real)
+    curate(["hh_rlhf", "shp", "helpsteer"], lake, SAMPLES, progress=False)  # the same command finishes the job
+    fresh = Lake(lake.uri + "-fresh")
+    curate(["hh_rlhf", "shp", "helpsteer"], fresh, SAMPLES, progress=False)
+    ids = lambda lk: sorted(lk.read(S.PAIRS, columns=["pair_id"]).column("pair_id").to_pylist())  # noqa: E731
+    assert ids(lake) == ids(fresh)
+
+
+def test_non_contiguous_groups_are_an_error() -> None:
+    schema = pa.schema([("prompt", pa.string())])
+    batches = [RawBatch("train", "f", 0, pa.table({"prompt": ["a", "a", "b"]}, schema=schema)),
+               RawBatch("train", "f", 3, pa.table({"prompt": ["b", "c", "a"]}, schema=schema))]
+    with pytest.raises(ValueError, match="not contiguous"):
+        list(regroup(iter(batches), "prompt", "helpsteer"))
+
+
+def test_regroup_keeps_groups_whole() -> None:
+    schema = pa.schema([("prompt", pa.string())])
+    batches = [RawBatch("train", "f", 0, pa.table({"prompt": ["a", "a", "b"]}, schema=schema)),
+               RawBatch("train", "f", 3, pa.table({"prompt": ["b", "b", "c"]}, schema=schema)),
+               RawBatch("train", "f", 6, pa.table({"prompt": ["c"]}, schema=schema))]
+    out = list(regroup(iter(batches), "prompt", "helpsteer"))
+    assert [b.table.column("prompt").to_pylist() for b in out] == [["a", "a"], ["b", "b", "b"], ["c", "c"]]
+    assert [b.first_index for b in out] == [0, 2, 5]
+
+
+def test_hub_loader_through_datasets_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub path (datasets.load_dataset + Arrow batches) run offline on local files in the hub schema."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    adapter = ADAPTERS["helpsteer"]
+    files = [str(SAMPLES / "helpsteer" / "validation.jsonl")]
+    report = InputReport()
+    batches = list(read_hub("helpsteer", "json", None, [None], adapter.raw_schema, report, data_files=files, batch_rows=1))
+    assert [b.table.num_rows for b in batches] == [1, 1]
+    assert batches[0].table.schema == adapter.raw_schema
+    assert [k for b in batches for k in b.keys.to_pylist()] == ["train#0", "train#1"]
+    wrong = pa.schema([("prompt", pa.string()), ("no_such_column", pa.string())])
+    with pytest.raises(MissingColumnError, match="'helpsteer'.*'no_such_column'"):
+        list(read_hub("helpsteer", "json", None, [None], wrong, InputReport(), data_files=files))
+
+
+def test_parquet_and_extra_columns(lake: Lake, tmp_path: Path) -> None:
+    data = tmp_path / "raw" / "pku_saferlhf_30k"
+    data.mkdir(parents=True)
+    table = pa.Table.from_pylist([json.loads(line) for line in (SAMPLES / "pku_saferlhf_30k" / "train.jsonl").read_text().splitlines()])
+    pq.write_table(table.append_column("prompt_source", pa.array(["x"] * table.num_rows)), data / "train.parquet")
+    run, summaries = curate(["pku_saferlhf_30k"], lake, tmp_path / "raw", progress=False)
+    assert summaries[0].rows_in == 20 and summaries[0].rows["paired"] == 16
+    assert run.inputs["pku_saferlhf_30k"]["ignored_columns"]  # the extra column is reported, not silently used
+
+
+def test_cli_help_and_bad_settings(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for option in ("--sources", "--data-dir", "--hub", "--lake", "--config", "--set", "shp.min_score_ratio", "helpsteer.score"):
+        assert option in out
+    assert main(["--set", "shp.no_such_rule=1", "--lake", "/nonexistent/never"]) == 2
+    assert "unknown setting shp.no_such_rule" in capsys.readouterr().err
+    assert main(["--sources", "nope"]) == 2
+    assert main(["--set", "shp.min_score_ratio=abc"]) == 2
+
+
+def test_cli_runs_as_a_script(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "curate.py"), "--sources", "distilabel_math_preference_dpo", "--lake", str(tmp_path / "lake"), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "distilabel_math_preference_dpo" in proc.stdout and "n_prompts" in proc.stdout
