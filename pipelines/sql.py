@@ -55,7 +55,8 @@ def resolve_query(spec: str) -> str:
 def resolve_as_of(lake: Lake, spec: str | None, tables: list[str]) -> dict[str, int | None]:
     """The version of each table that ``--as-of`` selects (None: the table did not exist then).
 
-    ``N`` (an integer) pins ``pairs`` at version N and every other table as of that commit's time;
+    ``N`` (an integer) pins ``pairs`` at version N and every other table as the run that wrote that version
+    left it (by commit time when no run did, e.g. version 0 which creates the table);
     ``TABLE=V[,TABLE=V…]`` pins tables explicitly (others latest); an ISO timestamp pins every table as of
     that time; ``run:RUN_ID`` pins the versions a run left behind (from the run log).
     """
@@ -70,6 +71,12 @@ def resolve_as_of(lake: Lake, spec: str | None, tables: list[str]) -> dict[str, 
         after: Versions = json.loads(runs.column("versions_after")[0].as_py())
         return {t: after.get(t) for t in tables}
     if re.fullmatch(r"\d+", spec):
+        if lake.exists(S.RUNS):
+            runs = lake.read(S.RUNS, columns=["run_id", "status", "started_at", "versions_after"]).sort_by("started_at")
+            for row in runs.to_pylist():  # the earliest run that left pairs at version N
+                after = json.loads(row["versions_after"] or "{}")
+                if row["status"] == "succeeded" and after.get(S.PAIRS) == int(spec):
+                    return resolve_as_of(lake, f"run:{row['run_id']}", tables)
         commits = {h["version"]: h["timestamp"] for h in lake.delta(S.PAIRS).history()}
         if int(spec) not in commits:
             raise LakeError(f"table 'pairs' has no version {spec}")

@@ -1,0 +1,134 @@
+"""The SQL runner: named queries, read-only guarantees, time travel, output formats; other readers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.lake import Lake
+from pipelines.sql import main, named_queries, run_query
+
+from .conftest import REPO
+
+
+def test_every_named_query_runs(curated_lake: Lake) -> None:
+    some_pair = run_query(curated_lake, "SELECT min(pair_id) AS p FROM pairs").column("p")[0].as_py()
+    for name in named_queries():
+        result = run_query(curated_lake, name, params={"pair_id": some_pair})
+        assert result.num_rows > 0, name
+
+
+def test_table1_matches_polars_on_the_same_snapshot(curated_lake: Lake) -> None:
+    t1 = pl.from_arrow(run_query(curated_lake, "table1")).filter(pl.col("source") != "TOTAL")
+    pairs = pl.scan_delta(curated_lake.table_uri("pairs")).collect()  # polars reads the lake directly
+    expected = (
+        pairs.group_by("source")
+        .agg(
+            pl.col("prompt_id").n_unique().alias("n_prompts"),
+            pl.len().alias("n_pairs"),
+            pl.col("chosen").list.last().struct.field("content").str.len_chars().mean().round(1).alias("chosen_len_chars"),
+        )
+        .sort("source")
+    )
+    assert t1.select("source", "n_prompts", "n_pairs", "chosen_len_chars").sort("source").to_dicts() == expected.select(
+        "source", "n_prompts", "n_pairs", "chosen_len_chars"
+    ).to_dicts()
+
+
+def test_filter_accounting_balances(curated_lake: Lake) -> None:
+    acc = run_query(curated_lake, "filter_accounting").to_pylist()
+    assert len(acc) == 10 and all(row["balanced"] for row in acc)
+
+
+def test_provenance_reaches_the_raw_row(curated_lake: Lake) -> None:
+    pair = run_query(curated_lake, "SELECT pair_id FROM pairs WHERE source = 'shp' LIMIT 1").column("pair_id")[0].as_py()
+    prov = run_query(curated_lake, "pair_provenance", params={"pair_id": pair}).to_pylist()
+    assert prov[0]["is_first_copy"] and prov[0]["rule"] == "shp.standard" and prov[0]["hub_id"] == "stanfordnlp/SHP"
+    raw = json.loads(prov[0]["raw_row"])
+    assert raw["post_id"] and raw["_raw_key"] == prov[0]["raw_key"]
+    assert json.loads(prov[0]["rule_settings"])["adapter"]["min_score_ratio"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COPY (SELECT 1) TO '{out}/x.csv'",
+        "SELECT * FROM read_csv('/etc/hostname')",
+        "SET enable_external_access = true",
+        "ATTACH '{out}/x.duckdb' AS x",
+        "INSTALL delta",
+    ],
+)
+def test_queries_cannot_write_or_escape(curated_lake: Lake, tmp_path: Path, statement: str) -> None:
+    from pipelines.sql import connect
+
+    con, _ = connect(curated_lake)
+    try:
+        with pytest.raises(duckdb.Error):
+            con.execute(statement.format(out=tmp_path))
+    finally:
+        con.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dropping_a_view_does_not_touch_the_lake(curated_lake: Lake) -> None:
+    from pipelines.sql import connect
+
+    before = curated_lake.versions()
+    con, _ = connect(curated_lake)
+    con.execute("DROP VIEW pairs")
+    con.close()
+    assert curated_lake.versions() == before and curated_lake.read("pairs").num_rows > 0
+
+
+def test_as_of_reads_old_versions(lake: Lake) -> None:
+    from pipelines.curate import curate
+
+    from .conftest import SAMPLES
+
+    curate(["shp"], lake, SAMPLES, progress=False)
+    v_shp = lake.version("pairs")
+    curate(["helpsteer"], lake, SAMPLES, progress=False)
+    count = lambda as_of: run_query(lake, "SELECT count(DISTINCT source) AS n FROM pairs", as_of=as_of).column("n")[0].as_py()  # noqa: E731
+    assert count(None) == 2
+    assert count(str(v_shp)) == 1
+    assert count("0") == 0
+    assert count(f"pairs={v_shp}") == 1
+    first_run = run_query(lake, "SELECT run_id FROM runs ORDER BY started_at LIMIT 1").column("run_id")[0].as_py()
+    assert count(f"run:{first_run}") == 1
+    prompts = run_query(lake, "SELECT count(*) AS n FROM prompts", as_of=str(v_shp)).column("n")[0].as_py()
+    assert prompts == run_query(lake, "SELECT count(*) AS n FROM prompts WHERE source = 'shp'").column("n")[0].as_py()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "table"])
+def test_output_formats(curated_lake: Lake, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"out.{fmt}"
+    assert main(["table1", "--lake", curated_lake.uri, "--format", fmt, "--output", str(out)]) == 0
+    if fmt == "parquet":
+        assert pq.read_table(out).num_rows == 11
+    elif fmt == "json":
+        assert len(out.read_text().splitlines()) == 11
+    elif fmt == "csv":
+        assert out.read_text().splitlines()[0].startswith("source,n_prompts")
+    else:
+        assert "TOTAL" in out.read_text()
+
+
+def test_cli_errors_are_clear(curated_lake: Lake, capsys: pytest.CaptureFixture) -> None:
+    assert main(["pair_provenance", "--lake", curated_lake.uri]) == 2
+    assert "--param pair_id" in capsys.readouterr().err
+    assert main(["no_such_query", "--lake", curated_lake.uri]) == 2
+    assert main(["SELECT * FROM nope", "--lake", curated_lake.uri]) == 2
+
+
+def test_module_entry_point(curated_lake: Lake) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipelines.sql", "--list", "--lake", curated_lake.uri],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and "table1" in proc.stdout and "pairs" in proc.stdout
