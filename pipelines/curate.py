@@ -27,7 +27,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from pipelines import schema as S
-from pipelines.ids import messages_key, normalised, with_md5
+from pipelines.ids import messages_key, trimmed, with_md5
 from pipelines.lake import DEFAULT_LAKE, Lake, staging
 from pipelines.rules import apply_shared_rules
 from pipelines.runlog import RunRecord
@@ -80,15 +80,13 @@ class Seen:
         return self.raw_keys[source]
 
 
-def _new_mask(ids: list[str], seen: set[str]) -> list[bool]:
+def _new_mask(ids: pl.Series, seen: set[str]) -> pl.Series:
     """True for ids neither in ``seen`` nor earlier in ``ids``; adds the new ones to ``seen``."""
-    mask = []
-    for i in ids:
-        fresh = i not in seen
-        if fresh:
-            seen.add(i)
-        mask.append(fresh)
-    return mask
+    first = ids.is_first_distinct()
+    if seen:
+        first = first & pl.Series([i not in seen for i in ids.to_list()], dtype=pl.Boolean)
+    seen.update(ids.filter(first).to_list())
+    return first
 
 
 def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, stage, run: RunRecord, summary: SourceSummary) -> None:
@@ -104,10 +102,10 @@ def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, sta
     raw = batch.table
     for name, values in ingest.items():
         raw = raw.append_column(name, values)
-    fresh = _new_mask(keys.to_pylist(), seen.raw(lake, adapter.name))
-    if any(fresh):
-        stage.add(S.raw_table(adapter.name), raw.filter(pa.array(fresh)), adapter.lake_schema())
-        summary.raw_new += sum(fresh)
+    fresh = _new_mask(pl.from_arrow(keys), seen.raw(lake, adapter.name))
+    if fresh.any():
+        stage.add(S.raw_table(adapter.name), raw.filter(fresh.to_arrow()), adapter.lake_schema())
+        summary.raw_new += int(fresh.sum())
 
     rows = pl.from_arrow(raw)
     cands = adapter.candidates(rows)
@@ -149,19 +147,19 @@ def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, sta
             "quarantine_id", pl.col("source"), pl.col("split"), pl.col("raw_keys").list.join(","),
             pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
         )
-        q = q.filter(pl.Series(_new_mask(q["quarantine_id"].to_list(), seen.quarantine_ids)))
+        q = q.filter(_new_mask(q["quarantine_id"], seen.quarantine_ids))
         stage.add(S.QUARANTINE, q.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
     if not kept.height:
         return
     # ---- pairs: ids, dedup, copies
     kept = with_md5(kept, "prompt_id", messages_key(pl.col("prompt")))
-    kept = with_md5(kept, "pair_id", pl.col("prompt_id"), normalised(pl.col("chosen_reply")), normalised(pl.col("rejected_reply")))
+    kept = with_md5(kept, "pair_id", pl.col("prompt_id"), trimmed(pl.col("chosen_reply")), trimmed(pl.col("rejected_reply")))
     kept = with_md5(
         kept, "copy_id", pl.col("pair_id"), pl.lit(adapter.name), pl.col("split"), pl.col("raw_keys").list.join(","), pl.col("item").fill_null("")
     )
-    first_copy = pl.Series(_new_mask(kept["pair_id"].to_list(), seen.pair_ids))
+    first_copy = _new_mask(kept["pair_id"], seen.pair_ids)
     kept = kept.with_columns(first_copy.alias("is_first_copy"), **provenance)
-    new_copies = kept.filter(pl.Series(_new_mask(kept["copy_id"].to_list(), seen.copy_ids)))
+    new_copies = kept.filter(_new_mask(kept["copy_id"], seen.copy_ids))
     summary.pairs_new += int(first_copy.sum())
     summary.pairs_duplicate += kept.height - int(first_copy.sum())
     stage.add(S.PAIR_SOURCES, new_copies.to_arrow(), S.PAIR_SOURCE_SCHEMA, ["source"])
@@ -173,7 +171,7 @@ def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, sta
     stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
     # ---- prompts, one row per (prompt, source)
     prompts = kept.unique("prompt_id", keep="first", maintain_order=True)
-    prompts = prompts.filter(pl.Series(_new_mask([f"{p}|{adapter.name}" for p in prompts["prompt_id"].to_list()], seen.prompt_keys)))
+    prompts = prompts.filter(_new_mask(prompts["prompt_id"] + f"|{adapter.name}", seen.prompt_keys))
     prompts = prompts.select(
         "prompt_id", "source", "prompt",
         pl.col("prompt").list.eval(pl.element().filter(pl.element().struct.field("role") == "user")).list.last().struct.field("content").alias("prompt_text"),

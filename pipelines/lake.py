@@ -15,20 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 DEFAULT_LAKE = "data/lake"
 
@@ -215,60 +222,186 @@ class Lake:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class Staging:
-    """Rows a run will append to several tables, spilled to local Arrow IPC files until ``commit``.
+@dataclass
+class _DataFile:
+    """One Parquet data file being written for one partition of one table, with its Delta statistics."""
 
-    A run produces rows for many tables in one pass over its input; holding them in memory would not be
-    bounded, and appending batch by batch would make half a run visible after a crash. Staged rows are
-    invisible to every reader; ``commit`` streams each table's file into one Delta append (one atomic
-    commit per table) in the order the tables were first staged, so the caller can commit the table that
-    marks completion (the run log) last. An abandoned staging folder is deleted when the context exits.
+    path: str  # relative to the table root, as the Delta log records it
+    writer: pq.ParquetWriter
+    partition_values: dict[str, str | None]
+    rows: int = 0
+    nulls: dict[str, int] = field(default_factory=dict)
+    mins: dict[str, object] = field(default_factory=dict)
+    maxs: dict[str, object] = field(default_factory=dict)
+    no_stats: set[str] = field(default_factory=set)  # long-text columns: no min/max in the log
+
+    def write(self, rows: pa.Table) -> None:
+        self.writer.write_table(rows)
+        self.rows += rows.num_rows
+        for name in rows.column_names:
+            column = rows.column(name)
+            self.nulls[name] = self.nulls.get(name, 0) + column.null_count
+            if name in self.no_stats or not _has_stats(column.type) or column.null_count == column.length():
+                continue
+            if pa.types.is_string(column.type) and pc.max(pc.binary_length(column)).as_py() > STATS_MAX_CHARS:
+                self.no_stats.add(name)  # long text: exact min/max would bloat the log
+                continue
+            low, high = pc.min_max(column).values()
+            low, high = low.as_py(), high.as_py()
+            self.mins[name] = low if name not in self.mins else min(self.mins[name], low)
+            self.maxs[name] = high if name not in self.maxs else max(self.maxs[name], high)
+
+    def stats(self) -> str:
+        keep = [k for k in self.maxs if k not in self.no_stats]
+        return json.dumps({"numRecords": self.rows, "nullCount": self.nulls,
+                           "minValues": {k: self.mins[k] for k in keep}, "maxValues": {k: self.maxs[k] for k in keep}})
+
+
+STATS_MAX_CHARS = 64  # longer strings get no min/max in the log (exact values only, never truncated)
+ROWS_PER_FILE = 1_000_000
+
+
+def _has_stats(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _partition_dir(values: dict[str, str | None]) -> str:
+    return "/".join(f"{k}={quote('__HIVE_DEFAULT_PARTITION__' if v is None else v, safe='')}" for k, v in values.items())
+
+
+@dataclass
+class _StagedTable:
+    schema: pa.Schema
+    partition_by: list[str]  # the Delta table's partition columns
+    split_by: list[str]  # the columns files are split by: partition_by in place, none when staged for upload
+    root: Path  # where data files go: the table itself (local lakes) or the staging folder
+    files: dict[tuple, _DataFile] = field(default_factory=dict)
+    done: list[_DataFile] = field(default_factory=list)
+    rows: int = 0
+
+    @property
+    def file_schema(self) -> pa.Schema:
+        return pa.schema([f for f in self.schema if f.name not in self.split_by])
+
+
+class Staging:
+    """Rows a run will append to several tables, written as Parquet data files that no reader sees yet.
+
+    A run produces rows for many tables in one pass over its input: holding them in memory would not be
+    bounded, and committing batch by batch would make half a run visible after a crash. In a local lake,
+    ``add`` writes Parquet files straight into the table's folder (one file per partition, rolled every
+    million rows); a Delta reader sees only files the log names, so they stay invisible until ``commit``
+    records them, with their statistics, in one transaction per table. That is the floor's cost: each
+    byte is written once. For object-store lakes the files are written to a local staging folder and
+    streamed to delta-rs at commit. Tables are committed in the order they were first staged, so the
+    caller commits the table that marks completion (the run log) last. Files of an abandoned staging
+    are deleted; a crash leaves unreferenced files that ``vacuum`` removes.
     """
 
     def __init__(self, lake: Lake, folder: str):
         self.lake = lake
         self.folder = Path(folder)
-        self._writers: dict[str, tuple[pa.ipc.RecordBatchFileWriter, pa.Schema, list[str], bool]] = {}
-        self.rows: dict[str, int] = {}
+        self.local = _is_local(lake.uri)
+        self.tables: dict[str, _StagedTable] = {}
+        self.token = uuid.uuid4().hex[:12]
 
-    def add(self, table: str, rows: pa.Table, schema: pa.Schema, partition_by: list[str] | None = None, merge_schema: bool = False) -> None:
-        """Stage ``rows`` (conformed to ``schema``: same columns, cast to its types) for ``table``."""
-        if table not in self._writers:
-            writer = pa.ipc.new_file(str(self.folder / f"{table}.arrow"), schema)
-            self._writers[table] = (writer, schema, partition_by or [], merge_schema)
-            self.rows[table] = 0
-        writer, schema, _, _ = self._writers[table]
-        if rows.num_rows:
-            conformed = rows.select(schema.names).cast(schema)
-            writer.write_table(conformed)
-            self.rows[table] += rows.num_rows
+    @property
+    def rows(self) -> dict[str, int]:
+        return {t: st.rows for t, st in self.tables.items()}
+
+    def add(self, table: str, rows: pa.Table, schema: pa.Schema, partition_by: list[str] | None = None) -> None:
+        """Stage ``rows`` for ``table``: its columns are selected and cast to ``schema``."""
+        staged = self.tables.get(table)
+        if staged is None:
+            root = Path(self.lake.table_uri(table)) if self.local else self.folder / table
+            parts = list(partition_by or [])
+            staged = self.tables[table] = _StagedTable(schema, parts, parts if self.local else [], root)
+        if not rows.num_rows:
+            return
+        rows = rows.select(staged.schema.names).cast(staged.schema)
+        staged.rows += rows.num_rows
+        for values, part in self._split(rows, staged.split_by):
+            key = tuple(values.values())
+            data_file = staged.files.get(key)
+            if data_file is None:
+                name = f"part-{self.token}-{len(staged.files) + len(staged.done):05d}.snappy.parquet"
+                relative = f"{_partition_dir(values)}/{name}" if values else name
+                (staged.root / relative).parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(str(staged.root / relative), staged.file_schema, compression="snappy")
+                data_file = staged.files[key] = _DataFile(relative, writer, values)
+            data_file.write(part.drop_columns(staged.split_by))
+            if data_file.rows >= ROWS_PER_FILE:
+                data_file.writer.close()
+                staged.done.append(staged.files.pop(key))
+
+    @staticmethod
+    def _split(rows: pa.Table, partition_by: list[str]) -> Iterator[tuple[dict[str, str | None], pa.Table]]:
+        if not partition_by:
+            yield {}, rows
+            return
+        keys = rows.select(partition_by).group_by(partition_by).aggregate([]).to_pylist()
+        for combo in keys:
+            mask = None
+            for k, v in combo.items():
+                term = pc.is_null(rows.column(k)) if v is None else pc.equal(rows.column(k), v)
+                mask = term if mask is None else pc.and_(mask, term)
+            values = {k: None if v is None else str(v) for k, v in combo.items()}
+            yield values, rows if len(keys) == 1 else rows.filter(mask)
+
+    def _close(self) -> None:
+        for staged in self.tables.values():
+            for data_file in staged.files.values():
+                data_file.writer.close()
+            staged.done.extend(staged.files.values())
+            staged.files.clear()
 
     def commit(self, metadata: Mapping[str, str] | None = None) -> Versions:
-        """Append every staged table that has rows (one commit each); return the new versions."""
+        """Record every staged table that has rows (one Delta commit each); return the new versions."""
+        self._close()
         versions: Versions = {}
-        for table, (writer, schema, partition_by, merge_schema) in self._writers.items():
-            writer.close()
-        for table, (_, schema, partition_by, merge_schema) in self._writers.items():
-            if not self.rows[table]:
+        props = CommitProperties(custom_metadata=dict(metadata or {}))
+        for table, staged in self.tables.items():
+            if not staged.rows:
                 continue
-            with pa.memory_map(str(self.folder / f"{table}.arrow")) as source:
-                staged = pa.ipc.open_file(source)
-                reader = pa.RecordBatchReader.from_batches(
-                    schema, (staged.get_batch(i) for i in range(staged.num_record_batches))
+            if not self.local:
+                files = [str(staged.root / f.path) for f in staged.done]
+                dataset = pads.dataset(files, schema=staged.schema, format="parquet")
+                reader = pa.RecordBatchReader.from_batches(staged.schema, dataset.to_batches())
+                versions[table] = self.lake.append(table, reader, staged.partition_by, metadata)
+                continue
+            now = int(time.time() * 1000)
+            actions = [
+                AddAction(f.path, (staged.root / f.path).stat().st_size, f.partition_values, now, True, f.stats())
+                for f in staged.done
+            ]
+            if self.lake.exists(table):
+                self.lake.delta(table).create_write_transaction(
+                    actions, mode="append", schema=staged.schema, partition_by=staged.partition_by or None, commit_properties=props
                 )
-                versions[table] = self.lake.append(table, reader, partition_by, metadata, merge_schema)
-        self._writers.clear()
+            else:
+                create_table_with_add_actions(
+                    self.lake.table_uri(table), DeltaSchema.from_arrow(staged.schema), actions, partition_by=staged.partition_by or None, commit_properties=props
+                )
+            versions[table] = self.lake.delta(table).version()
+        self.tables.clear()
         return versions
+
+    def discard(self) -> None:
+        """Delete the data files of anything not committed (after an error)."""
+        self._close()
+        for staged in self.tables.values():
+            for data_file in staged.done:
+                with contextlib.suppress(OSError):
+                    (staged.root / data_file.path).unlink()
+        self.tables.clear()
 
 
 @contextlib.contextmanager
 def staging(lake: Lake) -> Iterator[Staging]:
-    """A Staging in a private temporary folder, removed afterwards whatever happens."""
+    """A Staging whose uncommitted files are removed whatever happens."""
     with tempfile.TemporaryDirectory(prefix="prefhouse-staging-") as folder:
         stage = Staging(lake, folder)
         try:
             yield stage
         finally:
-            for writer, *_ in stage._writers.values():
-                with contextlib.suppress(Exception):
-                    writer.close()
+            stage.discard()

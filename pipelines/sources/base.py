@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -55,6 +56,36 @@ def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:
     """One chat turn as a struct expression."""
     role_expr = pl.lit(role) if isinstance(role, str) else role
     return pl.struct(role_expr.alias("role"), content.alias("content"))
+
+
+def append_turn(prompts: pl.Series, replies: pl.Series, role: str) -> pl.Series:
+    """Each prompt (a message list) with one more turn, ``{role, reply}``: the standard format's chosen/rejected.
+
+    Done on Arrow buffers (offsets arithmetic and one ``take``): polars' ``concat_list`` of nested struct
+    lists was the slowest step of curation.
+    """
+    lists = prompts.to_arrow()
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    text = replies.to_arrow()
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    n = len(lists)
+    offsets = lists.offsets.to_numpy()
+    values = lists.values
+    fields = list(values.type)
+    turn = pa.StructArray.from_arrays(
+        [pa.array(np.full(n, role, dtype=object), fields[0].type), text.cast(fields[1].type)], fields=fields
+    )
+    new_offsets = offsets - offsets[0] + np.arange(n + 1)
+    reply_at = new_offsets[1:] - 1
+    take = np.empty(new_offsets[-1], dtype=np.int64)
+    keep = np.ones(len(take), dtype=bool)
+    keep[reply_at] = False
+    take[keep] = np.arange(offsets[0], offsets[-1])
+    take[reply_at] = len(values) + np.arange(n)
+    merged = pa.concat_arrays([values, turn]).take(pa.array(take))
+    array_type = pa.LargeListArray if pa.types.is_large_list(lists.type) else pa.ListArray
+    out = array_type.from_arrays(pa.array(new_offsets, pa.int64() if array_type is pa.LargeListArray else pa.int32()), merged)
+    return pl.from_arrow(out).alias(prompts.name)
 
 
 def user_prompt(content: pl.Expr, system: pl.Expr | None = None) -> pl.Expr:

@@ -18,13 +18,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 32 << 20
 
 
 class MissingColumnError(ValueError):
@@ -46,7 +49,8 @@ class RawBatch:
 
     @property
     def keys(self) -> pa.Array:
-        return pa.array([f"{self.split}#{i}" for i in range(self.first_index, self.first_index + self.table.num_rows)])
+        index = pa.array(np.arange(self.first_index, self.first_index + self.table.num_rows)).cast(pa.string())
+        return pc.binary_join_element_wise(self.split + "#", index, "")
 
 
 @dataclass
@@ -196,11 +200,11 @@ def regroup(batches: Iterator[RawBatch], column: str, source: str) -> Iterator[R
             pending, closed = None, set()
         if pending is not None:
             batch = RawBatch(batch.split, batch.source_file, pending.first_index, pa.concat_tables([pending.table, batch.table]))
-        keys = batch.table.column(column).to_pylist()
-        if not keys:
+        if not batch.table.num_rows:
             continue
-        starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]]
-        run_keys = [keys[i] for i in starts]
+        keys = pl.from_arrow(batch.table.column(column)).alias("k")
+        starts = (keys != keys.shift(1)).fill_null(True).arg_true().to_list()
+        run_keys = keys.gather(starts).to_list()
         if len(set(run_keys)) != len(run_keys) or closed.intersection(run_keys):
             again = next(k for i, k in enumerate(run_keys) if k in closed or k in run_keys[:i])
             raise ValueError(

@@ -1,0 +1,123 @@
+"""SQL over the lake vs scanning the same pairs stored as JSONL files (what the reference scripts keep).
+
+    python tests/benchmarks/bench_sql.py --pairs 10000000
+
+Generates ``--pairs`` synthetic pairs in the lake's pair schema (DuckDB builds them in chunks), appends
+them to a Delta ``pairs`` table partitioned by iteration and source (``--iterations`` x 10 partitions),
+and writes the same rows as JSONL files. Then runs, through the project's read-only runner and through
+DuckDB's ``read_json`` over the JSONL files: an aggregate per partition, and a point lookup by pair id.
+Prints seconds and the ratio for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import duckdb  # noqa: E402
+
+from pipelines import schema as S  # noqa: E402
+from pipelines.lake import Lake  # noqa: E402
+from pipelines.sql import connect  # noqa: E402
+
+SOURCES = ["hh_rlhf", "shp", "helpsteer", "pku_saferlhf_30k", "ultrafeedback", "ultrainteract_pair",
+           "codeultrafeedback", "distilabel_math_preference_dpo", "distilabel_intel_orca_dpo_pairs", "distilabel_capybara_dpo_7k_binarized"]
+
+CHUNK_SQL = """
+SELECT md5('pair' || i::VARCHAR) AS pair_id,
+       md5('prompt' || (i // 3)::VARCHAR) AS prompt_id,
+       [{'role': 'user', 'content': 'Question number ' || (i // 3)::VARCHAR || ': how do I keep basil alive on a windowsill?'}] AS prompt,
+       [{'role': 'user', 'content': 'Question number ' || (i // 3)::VARCHAR || ': how do I keep basil alive on a windowsill?'},
+        {'role': 'assistant', 'content': 'Give it six hours of sun and water when the top inch of soil is dry. Answer ' || i::VARCHAR}] AS chosen,
+       [{'role': 'user', 'content': 'Question number ' || (i // 3)::VARCHAR || ': how do I keep basil alive on a windowsill?'},
+        {'role': 'assistant', 'content': 'I am not sure. Answer ' || i::VARCHAR}] AS rejected,
+       (i % 50) / 10.0 + 1.0 AS chosen_score,
+       (i % 50) / 10.0 AS rejected_score,
+       1.0 AS margin,
+       'synthetic' AS score_kind,
+       NULL::VARCHAR AS chosen_model, NULL::VARCHAR AS rejected_model,
+       CASE WHEN ? = 0 THEN 'offline' ELSE 'online' END AS origin,
+       ?::INTEGER AS iteration,
+       ['hh_rlhf', 'shp', 'helpsteer', 'pku_saferlhf_30k', 'ultrafeedback', 'ultrainteract_pair', 'codeultrafeedback',
+        'distilabel_math_preference_dpo', 'distilabel_intel_orca_dpo_pairs', 'distilabel_capybara_dpo_7k_binarized'][(i % 10) + 1] AS source,
+       'synthetic/hub' AS hub_id, NULL::VARCHAR AS hub_revision, 'train' AS split,
+       ['train#' || i::VARCHAR] AS raw_keys, 'bench' AS rule, 'v0' AS rule_version,
+       NULL::VARCHAR AS reward_model_id, NULL::VARCHAR AS policy_model_id, 'bench' AS run_id,
+       now()::TIMESTAMPTZ AS created_at
+FROM range(?, ?) t(i)
+"""
+
+
+def generate(lake: Lake, jsonl: Path, pairs: int, iterations: int, chunk: int) -> float:
+    jsonl.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    per_iteration = pairs // iterations
+    for it in range(iterations):
+        for start in range(it * per_iteration, (it + 1) * per_iteration, chunk):
+            stop = min(start + chunk, (it + 1) * per_iteration)
+            table = con.execute(CHUNK_SQL, [it, it, start, stop]).to_arrow_table().cast(S.PAIR_SCHEMA)
+            lake.append(S.PAIRS, table, S.PAIR_PARTITIONS)
+            con.register("chunk", table)
+            con.execute(f"COPY chunk TO '{jsonl}/part-{start:012d}.jsonl' (FORMAT json)")
+            con.unregister("chunk")
+            print(f"\r  generated {stop:,} / {pairs:,} pairs", end="", flush=True)
+    print()
+    return time.perf_counter() - t0
+
+
+def timed(con: duckdb.DuckDBPyConnection, sql: str, repeat: int) -> tuple[float, list]:
+    best, rows = float("inf"), []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        rows = con.sql(sql).fetchall()
+        best = min(best, time.perf_counter() - t0)
+    return best, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=10_000_000)
+    parser.add_argument("--iterations", type=int, default=10, help="iteration partitions (x 10 sources)")
+    parser.add_argument("--chunk", type=int, default=500_000)
+    parser.add_argument("--work", type=Path, default=REPO / "data" / "bench" / "sql")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per query; the best is reported")
+    args = parser.parse_args()
+
+    lake, jsonl = Lake(str(args.work / "lake")), args.work / "jsonl"
+    marker = args.work / f".pairs-{args.pairs}-it-{args.iterations}"
+    if not marker.exists():
+        shutil.rmtree(args.work, ignore_errors=True)
+        seconds = generate(lake, jsonl, args.pairs, args.iterations, args.chunk)
+        marker.touch()
+        print(f"generated the lake and the JSONL copy in {seconds:.0f}s")
+    lake_bytes = sum(p.stat().st_size for p in Path(lake.table_uri(S.PAIRS)).rglob("*.parquet"))
+    json_bytes = sum(p.stat().st_size for p in jsonl.glob("*.jsonl"))
+    partitions = len(lake.delta(S.PAIRS).partitions())
+    lookup_id = duckdb.sql(f"SELECT md5('pair' || {args.pairs // 2 + 7}::VARCHAR)").fetchone()[0]
+
+    queries = {
+        "aggregate per partition": "SELECT iteration, source, count(*) AS n, avg(margin) AS m, avg(length(chosen[-1].content)) AS l FROM {t} GROUP BY ALL ORDER BY ALL",
+        "point lookup by pair_id": f"SELECT pair_id, source, iteration, chosen[-1].content FROM {{t}} WHERE pair_id = '{lookup_id}'",
+    }
+    lake_con, _ = connect(lake)
+    json_con = duckdb.connect()
+    json_con.execute(f"CREATE VIEW pairs_json AS SELECT * FROM read_json('{jsonl}/*.jsonl', format = 'newline_delimited')")
+    print(f"\n{args.pairs:,} pairs in {partitions} partitions: Delta {lake_bytes / 1e9:.2f} GB, JSONL {json_bytes / 1e9:.2f} GB")
+    print(f"{'query':28} {'lake s':>9} {'JSONL s':>9} {'speed-up':>9}")
+    for name, sql in queries.items():
+        lake_s, lake_rows = timed(lake_con, sql.format(t="pairs"), args.repeat)
+        json_s, json_rows = timed(json_con, sql.format(t="pairs_json"), 1)
+        assert len(lake_rows) == len(json_rows), (name, len(lake_rows), len(json_rows))
+        print(f"{name:28} {lake_s:9.3f} {json_s:9.3f} {json_s / lake_s:8.1f}x")
+    lake_con.close()
+
+
+if __name__ == "__main__":
+    main()
