@@ -16,7 +16,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: import the project from the repository root
@@ -28,11 +27,15 @@ from tqdm import tqdm
 
 from pipelines import schema as S
 from pipelines.ids import messages_key, trimmed, with_md5
-from pipelines.lake import DEFAULT_LAKE, Lake, staging
+from pipelines.lake import DEFAULT_LAKE, Lake, Staging, staging
 from pipelines.rules import apply_shared_rules
 from pipelines.runlog import RunRecord
 from pipelines.settings import build_adapters, describe_settings, load_config, merge, parse_overrides, resolve_sources
+from pipelines.guard import enforce_gates
 from pipelines.sources import Adapter
+from quality.checks import pair_facts, prompt_facts, raw_facts
+from quality.gates import Gatekeeper, GateError, Verdict, validation_rows
+from quality.suites import GateContext
 from pipelines.sources.reading import InputReport, RawBatch, read_hub, read_local, regroup
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
@@ -89,7 +92,9 @@ def _new_mask(ids: pl.Series, seen: set[str]) -> pl.Series:
     return first
 
 
-def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, stage, run: RunRecord, summary: SourceSummary) -> None:
+def process_batch(
+    adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, stage: Staging, gates: Gatekeeper, run: RunRecord, summary: SourceSummary
+) -> None:
     """One batch of one source: stage new raw rows, pairs, copies, prompts and rejects; count every row."""
     now = run.started_at
     keys = batch.keys
@@ -104,7 +109,9 @@ def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, sta
         raw = raw.append_column(name, values)
     fresh = _new_mask(pl.from_arrow(keys), seen.raw(lake, adapter.name))
     if fresh.any():
-        stage.add(S.raw_table(adapter.name), raw.filter(fresh.to_arrow()), adapter.lake_schema())
+        new_raw = raw.filter(fresh.to_arrow())
+        stage.add(S.raw_table(adapter.name), new_raw, adapter.lake_schema())
+        gates.observe(S.raw_table(adapter.name), "raw", raw_facts(pl.from_arrow(new_raw.select(["_raw_key", "_split", "_run_id"]))))
         summary.raw_new += int(fresh.sum())
 
     rows = pl.from_arrow(raw)
@@ -169,6 +176,7 @@ def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, sta
         pl.lit(None, pl.String).alias("reward_model_id"), pl.lit(None, pl.String).alias("policy_model_id"),
     )
     stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
+    gates.observe(S.PAIRS, "pairs", pair_facts(pairs))
     # ---- prompts, one row per (prompt, source)
     prompts = kept.unique("prompt_id", keep="first", maintain_order=True)
     prompts = prompts.filter(_new_mask(prompts["prompt_id"] + f"|{adapter.name}", seen.prompt_keys))
@@ -179,6 +187,7 @@ def process_batch(adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, sta
     )
     summary.prompts_new += prompts.height
     stage.add(S.PROMPTS, prompts.to_arrow(), S.PROMPT_SCHEMA, ["source"])
+    gates.observe(S.PROMPTS, "prompts", prompt_facts(prompts))
 
 
 def iter_batches(adapter: Adapter, data_dir: Path | None, hub: bool, report: InputReport):
@@ -208,6 +217,8 @@ def curate(
         run.settings = {a.name: {"rule": a.rule, "rule_version": a.rule_version, **a.settings_dict()} for a in adapters}
         run.versions_before = lake.versions(list(S.CORE_TABLES) + [S.raw_table(a.name) for a in adapters])
         summaries: list[SourceSummary] = []
+        gates = Gatekeeper(GateContext(iterations=(0,), sources=tuple(a.name for a in adapters)), run.run_id)
+        verdicts: list[Verdict] = []
         try:
             seen = Seen.load(lake)
             with staging(lake) as stage:
@@ -217,7 +228,7 @@ def curate(
                     report = InputReport()
                     bar = tqdm(desc=f"curate {adapter.name}", unit=" rows", disable=not progress, leave=False)
                     for batch in iter_batches(adapter, data_dir, hub, report):
-                        process_batch(adapter, batch, lake, seen, stage, run, summary)
+                        process_batch(adapter, batch, lake, seen, stage, gates, run, summary)
                         bar.update(batch.table.num_rows)
                     bar.close()
                     summary.seconds = time.perf_counter() - t0
@@ -226,13 +237,20 @@ def curate(
                     run.timings[adapter.name] = round(summary.seconds, 3)
                     _record_counts(run, summary)
                 t0 = time.perf_counter()
+                dropped = enforce_gates(gates, stage, run, verdicts)
+                run.timings["quality_gates"] = round(time.perf_counter() - t0, 3)
+                t0 = time.perf_counter()
                 committed = stage.commit({"prefhouse.run_id": run.run_id})
                 run.timings["commit"] = round(time.perf_counter() - t0, 3)
             run.rows_in = sum(s.rows_in for s in summaries)
-            run.rows_out = sum(s.pairs_new for s in summaries)
+            run.rows_out = sum(s.pairs_new for s in summaries) - dropped
             run.versions_after = {**run.versions_before, **committed}
+            if verdicts:
+                lake.append(S.VALIDATIONS, validation_rows(verdicts, committed))
             run.write(lake, "succeeded")
         except BaseException as exc:
+            if verdicts:  # what the gates found is kept even when the commit they guard was refused
+                lake.append(S.VALIDATIONS, validation_rows(verdicts, {}))
             run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
     return run, summaries
@@ -292,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             sources, lake, None if args.hub else args.data_dir, args.hub, config,
             args={k: str(v) for k, v in vars(args).items()}, progress=not (args.no_progress or args.quiet),
         )
-    except (SettingsError, MissingColumnError, FileNotFoundError) as exc:
+    except (SettingsError, MissingColumnError, FileNotFoundError, GateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:

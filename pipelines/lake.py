@@ -348,6 +348,31 @@ class Staging:
             values = {k: None if v is None else str(v) for k, v in combo.items()}
             yield values, rows if len(keys) == 1 else rows.filter(mask)
 
+    def drop_rows(self, table: str, column: str, values: set) -> int:
+        """Remove staged rows whose ``column`` is in ``values`` (rows a gate rejected); return how many.
+
+        Only files holding such rows are rewritten; gates reject few rows, so this is rarely any work.
+        """
+        staged = self.tables.get(table)
+        if staged is None or not values:
+            return 0
+        self._close()
+        wanted = pa.array(sorted(values), staged.schema.field(column).type)
+        removed = 0
+        for i, data_file in enumerate(staged.done):
+            path = staged.root / data_file.path
+            if not pc.any(pc.is_in(pq.read_table(path, columns=[column]).column(column), wanted)).as_py():
+                continue
+            rows = pq.read_table(path, schema=staged.file_schema)
+            keep = rows.filter(pc.invert(pc.is_in(rows.column(column), wanted)))
+            removed += rows.num_rows - keep.num_rows
+            replacement = _DataFile(data_file.path, pq.ParquetWriter(str(path), staged.file_schema, compression="snappy"), data_file.partition_values)
+            replacement.write(keep)
+            replacement.writer.close()
+            staged.done[i] = replacement
+        staged.rows -= removed
+        return removed
+
     def _close(self) -> None:
         for staged in self.tables.values():
             for data_file in staged.files.values():

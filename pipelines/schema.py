@@ -21,6 +21,7 @@ QUARANTINE = "quarantine"
 PROMPTS = "prompts"
 RUNS = "runs"
 RUN_COUNTS = "run_counts"
+VALIDATIONS = "validations"
 
 
 def raw_table(source: str) -> str:
@@ -139,6 +140,26 @@ RUN_COUNT_SCHEMA = pa.schema(
     ]
 )
 
+# One row per quality gate per table per run (quality.gates): queryable history of every check.
+VALIDATION_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("table", pa.string()),
+        ("table_version", pa.int64()),  # the version the guarded commit produced; null when it was aborted
+        ("suite", pa.string()),
+        ("suite_version", pa.string()),
+        ("gate", pa.string()),
+        ("level", pa.string()),  # row (failing rows quarantined) | batch (failure aborts the commit)
+        ("expectation", pa.string()),  # the Great Expectations expectation type
+        ("column", pa.string()),
+        ("success", pa.bool_()),
+        ("element_count", pa.int64()),
+        ("unexpected_count", pa.int64()),
+        ("observed_value", pa.string()),
+        ("validated_at", TIMESTAMP),
+    ]
+)
+
 CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     PAIRS: (PAIR_SCHEMA, PAIR_PARTITIONS),
     PAIR_SOURCES: (PAIR_SOURCE_SCHEMA, ["source"]),
@@ -146,6 +167,7 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     PROMPTS: (PROMPT_SCHEMA, ["source"]),
     RUNS: (RUN_SCHEMA, []),
     RUN_COUNTS: (RUN_COUNT_SCHEMA, []),
+    VALIDATIONS: (VALIDATION_SCHEMA, []),
 }
 
 RAW_INGEST_COLUMNS = [

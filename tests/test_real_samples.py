@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from pipelines.curate import curate
 from pipelines.lake import Lake

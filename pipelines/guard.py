@@ -1,0 +1,109 @@
+"""Writers' side of the quality gates: judge what is staged, quarantine failing rows, refuse bad batches.
+
+Used by curation and by any writer of pairs (``append_pairs``: the online iteration's pairs, or pairs a
+user brings), so that every append to the lake passes the same suites before its commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+import polars as pl
+import pyarrow.dataset as pads
+
+from pipelines import schema as S
+from pipelines.ids import with_md5
+from pipelines.lake import Lake, Staging, staging
+from pipelines.runlog import RunRecord
+from pipelines.sources.base import INVALID
+from quality.checks import Bounds, pair_facts
+from quality.gates import Gatekeeper, GateError, Verdict, validation_rows
+from quality.suites import SUITE_VERSION, GateContext
+
+
+def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: list[Verdict]) -> int:
+    """Judge every staged table; drop and quarantine rows failing row gates; raise on batch gates.
+
+    Returns how many staged pairs were dropped. Every table is judged before anything is raised, so the
+    validations table records all failures of a refused run, not only the first.
+    """
+    for table in gates.tables():
+        verdicts.append(gates.judge(table))
+    failures = [v for v in verdicts if v.batch_failures]
+    if failures:
+        raise GateError(failures[0].table, [f for v in failures for f in v.batch_failures])
+    dropped = 0
+    for verdict in verdicts:
+        if not verdict.rejected.height:
+            continue
+        if verdict.suite == "pairs":
+            ids = set(verdict.rejected["pair_id"].to_list())
+            dropped += stage.drop_rows(S.PAIRS, "pair_id", ids)
+            stage.drop_rows(S.PAIR_SOURCES, "pair_id", ids)
+            rejected = verdict.rejected
+        else:  # prompts: dropped by id (gates on prompts can only fail where pair gates failed too)
+            stage.drop_rows(S.PROMPTS, "prompt_id", set(verdict.rejected["prompt_id"].to_list()))
+            rejected = verdict.rejected.with_columns(pl.lit(None, pl.String).alias("split"), pl.lit([], pl.List(pl.String)).alias("raw_keys"))
+        quarantine = rejected.select(
+            pl.col("source"), pl.col("split"), pl.col("raw_keys"), pl.lit(None, pl.String).alias("item"),
+            pl.lit("pair" if verdict.suite == "pairs" else "prompt").alias("level"), pl.lit(INVALID).alias("kind"),
+            ("gx." + pl.col("gate")).alias("rule"), pl.lit(f"suite {verdict.suite} v{SUITE_VERSION}").alias("rule_version"),
+            pl.format("failed quality gate {} ({})", pl.col("gate"), pl.lit(verdict.suite)).alias("reason"),
+            pl.lit(run.run_id).alias("run_id"), pl.lit(run.started_at, pl.Datetime("us", "UTC")).alias("created_at"),
+        )
+        quarantine = with_md5(quarantine, "quarantine_id", pl.col("source"), pl.col("split").fill_null(""),
+                              pl.col("raw_keys").list.join(","), pl.col("level"), pl.col("rule"))
+        stage.add(S.QUARANTINE, quarantine.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
+        level = "pair" if verdict.suite == "pairs" else "prompt"
+        for source, gate, n in rejected.group_by("source", "gate").len().iter_rows():
+            run.count(source, level, "quarantined", f"gx.{gate}", n)
+    return dropped
+
+
+@dataclass
+class AppendResult:
+    run: RunRecord
+    versions: dict[str, int]
+    verdicts: list[Verdict]
+    landed: int
+    quarantined: int
+
+
+def used_prompts(lake: Lake, iteration: int) -> set[str]:
+    """Prompt ids online iterations other than ``iteration`` already used."""
+    if not lake.exists(S.PAIRS):
+        return set()
+    used = lake.read(S.PAIRS, columns=["prompt_id"], filter=(pads.field("iteration") > 0) & (pads.field("iteration") != iteration))
+    return set(used.column("prompt_id").to_pylist())
+
+
+def append_pairs(lake: Lake, pairs: pl.DataFrame, iteration: int, pipeline: str = "append_pairs", bounds: Bounds = Bounds()) -> AppendResult:
+    """Validate ``pairs`` (in the pairs table's schema) for ``iteration`` and append what passes in one commit.
+
+    Rows failing a row gate go to quarantine with the gate's name; a batch gate failure raises
+    :class:`quality.gates.GateError` and nothing lands. The run and its validations are logged either way.
+    """
+    run = RunRecord(pipeline, {"iteration": iteration, "rows": pairs.height})
+    verdicts: list[Verdict] = []
+    with lake.lock("pairs"):
+        for table, (schema, parts) in S.CORE_TABLES.items():
+            lake.create(table, schema, parts)
+        run.versions_before = lake.versions(list(S.CORE_TABLES))
+        gates = Gatekeeper(GateContext(iterations=(iteration,), sources=tuple(sorted(set(pairs["source"].drop_nulls()))), bounds=bounds), run.run_id)
+        try:
+            with staging(lake) as stage:
+                stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
+                gates.observe(S.PAIRS, "pairs", pair_facts(pairs, used_prompts(lake, iteration)))
+                dropped = enforce_gates(gates, stage, run, verdicts)
+                versions = stage.commit({"prefhouse.run_id": run.run_id})
+            run.rows_in, run.rows_out = pairs.height, pairs.height - dropped
+            run.versions_after = {**run.versions_before, **versions}
+            lake.append(S.VALIDATIONS, validation_rows(verdicts, versions))
+            run.write(lake, "succeeded")
+        except BaseException as exc:
+            if verdicts:
+                lake.append(S.VALIDATIONS, validation_rows(verdicts, {}))
+            run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+    return AppendResult(run, versions, verdicts, pairs.height - dropped, dropped)

@@ -1,0 +1,83 @@
+"""Derived check columns: what the expectation suites look at, computed column-wise with polars.
+
+Great Expectations validates flat columns well and nested message lists poorly (and slowly), so each
+table's rows are first reduced to one row of facts per row: ids, partition values, lengths, and booleans
+such as "chosen and rejected share their context". The suites in :mod:`quality.suites` then state what
+those facts must be. Keys (``pair_id``, ``_raw_key``, …) stay in the frame so that failing rows can be
+found again and quarantined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipelines.ids import messages_key, without_whitespace
+from pipelines.rules import PROMPT_ROLES, role_pattern
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Configured limits checked on every append (characters; generous defaults, tighten per project)."""
+
+    min_chars: int = 1
+    max_prompt_chars: int = 200_000
+    max_reply_chars: int = 100_000
+
+
+def _all_turns_filled(messages: pl.Expr) -> pl.Expr:
+    blank = pl.element().struct.field("content").is_null() | (pl.element().struct.field("content").str.strip_chars() == "")
+    return ~messages.list.eval(blank).list.any().fill_null(True)
+
+
+def _chars(messages: pl.Expr) -> pl.Expr:
+    return messages.list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+
+
+def pair_facts(pairs: pl.DataFrame, used_prompt_ids: set[str] | None = None) -> pl.DataFrame:
+    """One row of facts per pair (curated or online) for the ``pairs`` suite.
+
+    ``used_prompt_ids``: prompts earlier online iterations used; an online pair on one of them breaks
+    "no prompt reused across iterations".
+    """
+    context = lambda c: messages_key(pl.col(c).list.head(pl.col(c).list.len() - 1))  # noqa: E731
+    last = lambda c: pl.col(c).list.last().struct.field("content")  # noqa: E731
+    scored = pl.col("chosen_score").is_not_null() & pl.col("rejected_score").is_not_null()
+    finite = lambda c: pl.col(c).is_null() | pl.col(c).is_finite()  # noqa: E731
+    online = pl.col("iteration") > 0
+    reused = pl.lit(False)
+    if used_prompt_ids:
+        reused = online & pl.col("prompt_id").is_in(pl.Series(sorted(used_prompt_ids), dtype=pl.String).implode())
+    return pairs.select(
+        "pair_id", "prompt_id", "source", "iteration", "origin", "split", "raw_keys",
+        ((messages_key(pl.col("prompt")) == context("chosen")) & (context("chosen") == context("rejected"))).fill_null(False).alias("shares_context"),
+        (without_whitespace(last("chosen")) != without_whitespace(last("rejected"))).fill_null(False).alias("final_turns_differ"),
+        (role_pattern(pl.col("prompt")).str.contains(PROMPT_ROLES)
+         & (last_role("chosen") == "assistant") & (last_role("rejected") == "assistant")).fill_null(False).alias("roles_alternate"),
+        (_all_turns_filled(pl.col("chosen")) & _all_turns_filled(pl.col("rejected"))).alias("no_empty_turn"),
+        (finite("chosen_score") & finite("rejected_score") & finite("margin")).alias("scores_finite"),
+        pl.when(scored).then(pl.col("margin")).alias("margin_where_scored"),
+        _chars(pl.col("prompt")).alias("prompt_chars"),
+        last("chosen").str.len_chars().alias("chosen_chars"),
+        last("rejected").str.len_chars().alias("rejected_chars"),
+        pl.when(online).then(pl.col("prompt_id") + "|" + pl.col("iteration").cast(pl.String)).alias("online_prompt_in_iteration"),
+        reused.alias("prompt_reused"),
+    )
+
+
+def last_role(column: str) -> pl.Expr:
+    return pl.col(column).list.last().struct.field("role")
+
+
+def raw_facts(raw: pl.DataFrame) -> pl.DataFrame:
+    return raw.select("_raw_key", "_split", "_run_id")
+
+
+def prompt_facts(prompts: pl.DataFrame) -> pl.DataFrame:
+    return prompts.select(
+        "prompt_id", "source",
+        (pl.col("prompt_id") + "|" + pl.col("source")).alias("prompt_in_source"),
+        pl.col("prompt_text").str.strip_chars().str.len_chars().alias("prompt_text_chars"),
+        _all_turns_filled(pl.col("prompt")).alias("no_empty_turn"),
+    )

@@ -1,0 +1,157 @@
+"""The gate every writer passes before its commit: Great Expectations suites over derived facts.
+
+A writer ``observe``s the rows it stages (as facts, :mod:`quality.checks`); before committing it asks
+``judge(table)``, which runs the table's suite once over everything staged for it. Row-level failures
+come back as the keys to drop and quarantine, with the gate's name; batch-level failures raise
+:class:`GateError`, naming every failed gate, and the writer commits nothing. Every result, pass or
+fail, becomes a row of the ``validations`` table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+
+from pipelines.schema import VALIDATION_SCHEMA
+from quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
+
+KEYS = {"pairs": "pair_id", "raw": "_raw_key", "prompts": "prompt_in_source"}
+
+
+class GateError(RuntimeError):
+    """A batch-level expectation failed: the commit it guards must not happen."""
+
+    def __init__(self, table: str, failures: list[tuple[str, str]]):
+        detail = "; ".join(f"{gate} (observed: {observed})" for gate, observed in failures)
+        super().__init__(f"quality gate failed for table {table!r}, nothing was committed: {detail}")
+        self.table, self.failures = table, failures
+
+    @property
+    def gates(self) -> list[str]:
+        return [g for g, _ in self.failures]
+
+
+@dataclass
+class Verdict:
+    table: str
+    suite: str
+    rejected: pl.DataFrame  # facts of rows failing a row gate, with column "gate" (first failed gate)
+    batch_failures: list[tuple[str, str]]
+    results: list[dict] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return not self.batch_failures and self.rejected.height == 0
+
+
+_context = None
+
+
+def _gx():
+    """One ephemeral Great Expectations context per process (it costs seconds to build), no progress bars."""
+    global _context
+    if _context is None:
+        logging.getLogger("great_expectations").setLevel(logging.ERROR)
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        _context = gx.get_context(mode="ephemeral")
+        _context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        _context.data_sources.add_pandas("prefhouse")
+    return _context
+
+
+def _observed(result) -> str:
+    r = result.result or {}
+    if "observed_value" in r:
+        return json.dumps(r["observed_value"], default=str)
+    if "unexpected_count" in r:
+        partial = r.get("partial_unexpected_list") or []
+        return json.dumps({"unexpected_count": r["unexpected_count"], "examples": partial[:3]}, default=str)
+    return ""
+
+
+class Gatekeeper:
+    """Collects facts per table while a run stages rows; judges each table once before the commit."""
+
+    def __init__(self, context: GateContext, run_id: str):
+        self.context = context
+        self.run_id = run_id
+        self.facts: dict[str, tuple[str, list[pl.DataFrame]]] = {}
+
+    def observe(self, table: str, suite: str, facts: pl.DataFrame) -> None:
+        if facts.height:
+            self.facts.setdefault(table, (suite, []))[1].append(facts)
+
+    def tables(self) -> list[str]:
+        return list(self.facts)
+
+    def judge(self, table: str) -> Verdict:
+        suite_name, frames = self.facts[table]
+        facts = pl.concat(frames, how="vertical_relaxed").with_row_index("_row")
+        return judge(table, suite_name, facts, self.context, self.run_id)
+
+
+def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext, run_id: str) -> Verdict:
+    """Run the suite over ``facts`` (which has a ``_row`` index) and sort the failures by level."""
+    import great_expectations as gx
+
+    gates = SUITES[suite_name]
+    ctx = _gx()
+    name = f"{table}-{uuid.uuid4().hex[:8]}"
+    suite = gx.ExpectationSuite(name=name, meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
+    for gate in gates:
+        expectation = gate.make(context)
+        expectation.meta = {"gate": gate.name, "level": gate.level}
+        suite.add_expectation(expectation)
+    suite = ctx.suites.add(suite)
+    flat = facts.select([c for c, t in facts.schema.items() if not isinstance(t, (pl.List, pl.Struct))])
+    asset = ctx.data_sources.get("prefhouse").add_dataframe_asset(name)
+    batch = asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": flat.to_pandas()})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
+    ctx.suites.delete(name)
+    ctx.data_sources.get("prefhouse").delete_asset(name)
+
+    now = datetime.now(UTC)
+    failed_rows: dict[int, str] = {}
+    batch_failures: list[tuple[str, str]] = []
+    results = []
+    for r in result.results:
+        meta = r.expectation_config.meta or {}
+        gate, level = meta.get("gate"), meta.get("level")
+        info = r.result or {}
+        results.append({
+            "run_id": run_id, "table": table, "table_version": None, "suite": suite_name, "suite_version": SUITE_VERSION,
+            "gate": gate, "level": level, "expectation": r.expectation_config.type,
+            "column": r.expectation_config.kwargs.get("column"), "success": bool(r.success),
+            "element_count": info.get("element_count"), "unexpected_count": info.get("unexpected_count"),
+            "observed_value": _observed(r), "validated_at": now,
+        })
+        if r.success:
+            continue
+        if level == BATCH:
+            batch_failures.append((gate, _observed(r)))
+        elif level == ROW:
+            for row in info.get("unexpected_index_list") or []:
+                failed_rows.setdefault(int(row["_row"]), gate)
+    rejected = facts.join(
+        pl.DataFrame({"_row": list(failed_rows), "gate": list(failed_rows.values())}, schema={"_row": pl.UInt32, "gate": pl.String}),
+        on="_row", how="inner",
+    )
+    return Verdict(table, suite_name, rejected, batch_failures, results)
+
+
+def validation_rows(verdicts: list[Verdict], versions: dict[str, int]) -> pa.Table:
+    """The verdicts as rows of the ``validations`` table, with the version each commit produced (if any)."""
+    rows = [{**r, "table_version": versions.get(r["table"])} for v in verdicts for r in v.results]
+    return pa.Table.from_pylist(rows, schema=VALIDATION_SCHEMA)
+
+
+def key_of(suite: str) -> str:
+    return KEYS[suite]

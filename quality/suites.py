@@ -1,0 +1,91 @@
+"""Expectation suites, kept as code and versioned with the project: one per lake table a writer appends to.
+
+Each gate is a named Great Expectations expectation over a derived fact column (:mod:`quality.checks`)
+and a level: ``row`` gates quarantine the rows that fail them (with the gate's name as the rule) and let
+the rest land; ``batch`` gates abort the commit, because a failure means the batch as a whole is wrong
+(a duplicated id, a partition that is not the run's, a prompt used twice in one iteration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import great_expectations as gx
+from great_expectations.expectations import Expectation
+
+from quality.checks import Bounds
+
+SUITE_VERSION = "1"
+ROW, BATCH = "row", "batch"
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    level: str
+    make: Callable[["GateContext"], Expectation]
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """What a suite needs to know about the append it guards."""
+
+    iterations: tuple[int, ...]  # partition values the run may write
+    sources: tuple[str, ...]
+    bounds: Bounds = Bounds()
+
+
+def _in_set(column: str, values) -> Callable[[GateContext], Expectation]:
+    return lambda ctx: gx.expectations.ExpectColumnValuesToBeInSet(column=column, value_set=values(ctx) if callable(values) else values)
+
+
+def _not_null(column: str) -> Callable[[GateContext], Expectation]:
+    return lambda ctx: gx.expectations.ExpectColumnValuesToNotBeNull(column=column)
+
+
+def _unique(column: str) -> Callable[[GateContext], Expectation]:
+    return lambda ctx: gx.expectations.ExpectColumnValuesToBeUnique(column=column)
+
+
+def _between(column: str, low, high=None, strict_min: bool = False) -> Callable[[GateContext], Expectation]:
+    return lambda ctx: gx.expectations.ExpectColumnValuesToBeBetween(
+        column=column, min_value=low(ctx) if callable(low) else low, max_value=high(ctx) if callable(high) else high, strict_min=strict_min
+    )
+
+
+PAIRS_SUITE: list[Gate] = [
+    Gate("pair_id_present", ROW, _not_null("pair_id")),
+    Gate("prompt_id_present", ROW, _not_null("prompt_id")),
+    Gate("source_present", ROW, _not_null("source")),
+    Gate("chosen_rejected_share_context", ROW, _in_set("shares_context", [True])),
+    Gate("final_turns_differ", ROW, _in_set("final_turns_differ", [True])),
+    Gate("roles_alternate", ROW, _in_set("roles_alternate", [True])),
+    Gate("no_empty_turn", ROW, _in_set("no_empty_turn", [True])),
+    Gate("scores_finite", ROW, _in_set("scores_finite", [True])),
+    Gate("margin_positive_where_scored", ROW, _between("margin_where_scored", 0, strict_min=True)),
+    Gate("prompt_length_in_bounds", ROW, _between("prompt_chars", lambda c: c.bounds.min_chars, lambda c: c.bounds.max_prompt_chars)),
+    Gate("chosen_length_in_bounds", ROW, _between("chosen_chars", lambda c: c.bounds.min_chars, lambda c: c.bounds.max_reply_chars)),
+    Gate("rejected_length_in_bounds", ROW, _between("rejected_chars", lambda c: c.bounds.min_chars, lambda c: c.bounds.max_reply_chars)),
+    Gate("pair_id_unique", BATCH, _unique("pair_id")),
+    Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
+    Gate("source_partition_matches_run", BATCH, _in_set("source", lambda c: list(c.sources))),
+    Gate("one_pair_per_prompt_per_iteration", BATCH, _unique("online_prompt_in_iteration")),
+    Gate("no_prompt_reused_across_iterations", BATCH, _in_set("prompt_reused", [False])),
+]
+
+RAW_SUITE: list[Gate] = [
+    Gate("raw_key_present", BATCH, _not_null("_raw_key")),
+    Gate("raw_key_unique", BATCH, _unique("_raw_key")),
+    Gate("split_present", BATCH, _not_null("_split")),
+]
+
+PROMPTS_SUITE: list[Gate] = [
+    Gate("prompt_id_present", ROW, _not_null("prompt_id")),
+    Gate("prompt_text_not_empty", ROW, _between("prompt_text_chars", 1)),
+    Gate("no_empty_turn", ROW, _in_set("no_empty_turn", [True])),
+    Gate("prompt_unique_per_source", BATCH, _unique("prompt_in_source")),
+    Gate("source_partition_matches_run", BATCH, _in_set("source", lambda c: list(c.sources))),
+]
+
+SUITES: dict[str, list[Gate]] = {"pairs": PAIRS_SUITE, "raw": RAW_SUITE, "prompts": PROMPTS_SUITE}
