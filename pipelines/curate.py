@@ -47,7 +47,7 @@ class SourceSummary:
     rows_in: int = 0
     rows: Counter = field(default_factory=Counter)  # outcome -> raw rows
     row_rules: Counter = field(default_factory=Counter)  # (outcome, rule) -> raw rows
-    pair_rules: Counter = field(default_factory=Counter)  # (outcome, rule) -> candidate pairs
+    rejects: Counter = field(default_factory=Counter)  # (level, outcome, rule) -> responses or candidate pairs rejected
     pairs_new: int = 0
     pairs_duplicate: int = 0
     prompts_new: int = 0
@@ -138,9 +138,10 @@ def process_batch(
     for o, r, c in outcome.iter_rows():
         summary.rows[o] += c
         summary.row_rules[(o, r)] += c
-    for kind, rule, c in all_rejects.group_by("kind", "rule").len().iter_rows():
-        summary.pair_rules[("quarantined" if kind == "invalid" else "filtered", rule)] += c
-    summary.pair_rules[("kept", None)] += kept.height
+    # responses and candidate pairs rejected (rejects of whole rows are the row accounting above)
+    for level, kind, rule, c in all_rejects.filter(pl.col("level") != "row").group_by("level", "kind", "rule").len().iter_rows():
+        summary.rejects[(level, "quarantined" if kind == "invalid" else "filtered", rule)] += c
+    summary.rejects[("pair", "kept", None)] += kept.height
 
     provenance = {
         "source": pl.lit(adapter.name), "hub_id": pl.lit(adapter.hub_id), "hub_revision": pl.lit(adapter.hub_revision, pl.String),
@@ -260,8 +261,8 @@ def _record_counts(run: RunRecord, s: SourceSummary) -> None:
     run.count(s.source, "row", "in", None, s.rows_in)
     for (outcome, rule), n in sorted(s.row_rules.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         run.count(s.source, "row", outcome, rule, n)
-    for (outcome, rule), n in sorted(s.pair_rules.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        run.count(s.source, "pair", outcome, rule, n)
+    for (level, outcome, rule), n in sorted(s.rejects.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+        run.count(s.source, level, outcome, rule, n)
     run.count(s.source, "pair", "new", None, s.pairs_new)
     run.count(s.source, "pair", "duplicate", None, s.pairs_duplicate)
 

@@ -133,7 +133,7 @@ RUN_COUNT_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
         ("source", pa.string()),
-        ("level", pa.string()),  # row: raw-row accounting; pair: candidate pairs
+        ("level", pa.string()),  # row: raw-row accounting; response: responses rejected; pair: candidate pairs
         ("outcome", pa.string()),  # rows: paired | filtered | quarantined; pairs: kept | new | duplicate | filtered | quarantined
         ("rule", pa.string()),
         ("n", pa.int64()),
@@ -144,7 +144,7 @@ RUN_COUNT_SCHEMA = pa.schema(
 VALIDATION_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
-        ("table", pa.string()),
+        ("table_name", pa.string()),
         ("table_version", pa.int64()),  # the version the guarded commit produced; null when it was aborted
         ("suite", pa.string()),
         ("suite_version", pa.string()),

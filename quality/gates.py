@@ -127,7 +127,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
         gate, level = meta.get("gate"), meta.get("level")
         info = r.result or {}
         results.append({
-            "run_id": run_id, "table": table, "table_version": None, "suite": suite_name, "suite_version": SUITE_VERSION,
+            "run_id": run_id, "table_name": table, "table_version": None, "suite": suite_name, "suite_version": SUITE_VERSION,
             "gate": gate, "level": level, "expectation": r.expectation_config.type,
             "column": r.expectation_config.kwargs.get("column"), "success": bool(r.success),
             "element_count": info.get("element_count"), "unexpected_count": info.get("unexpected_count"),
@@ -149,7 +149,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
 
 def validation_rows(verdicts: list[Verdict], versions: dict[str, int]) -> pa.Table:
     """The verdicts as rows of the ``validations`` table, with the version each commit produced (if any)."""
-    rows = [{**r, "table_version": versions.get(r["table"])} for v in verdicts for r in v.results]
+    rows = [{**r, "table_version": versions.get(r["table_name"])} for v in verdicts for r in v.results]
     return pa.Table.from_pylist(rows, schema=VALIDATION_SCHEMA)
 
 

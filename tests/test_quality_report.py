@@ -1,0 +1,64 @@
+"""The report before a DPO round: content, images, warnings vs failures, and the DPO gate."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipelines import schema as S
+from pipelines.curate import curate
+from pipelines.lake import Lake
+from quality.report import ReportFailed, ReportSettings, build_report, main, require_passing
+
+from .conftest import SAMPLES
+
+
+def test_report_on_the_fixtures(curated_lake: Lake, tmp_path: Path) -> None:
+    report = build_report(curated_lake, 0, tmp_path, ReportSettings(mixture={"hh_rlhf": 0.5}))
+    assert report.status == "passed" and report.failures == []
+    assert report.numbers["pairs"] == curated_lake.read(S.PAIRS).num_rows
+    # warnings are separate from failures and shown at the top
+    assert any("length bias" in w for w in report.warnings)
+    assert any(w.startswith("source hh_rlhf is") for w in report.warnings)
+    md = report.markdown_path.read_text()
+    for section in ("Counts per source and iteration", "Quality gates over the snapshot", "Ties dropped",
+                    "Reward drift from the previous iteration", "Per-prompt reward/length correlation"):
+        assert f"## {section}" in md
+    assert md.index("**WARNING:**") < md.index("## Counts")
+    assert "| 0 | ultrafeedback | 76 | 20 |" in md
+    page = report.html_path.read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 2
+    for data in images:
+        png = base64.b64decode(data)
+        assert png.startswith(b"\x89PNG") and len(png) > 5_000
+    assert (report.html_path.parent / "length_correlation.png").stat().st_size > 5_000
+    # ties are counted from the run log: UltraFeedback's fixture has one all-tie row (6 ties)
+    assert "| ultrafeedback | 105 | 6 |" in md  # 96 kept + 6 ties + 3 with an empty reply
+
+
+def test_report_fails_on_a_snapshot_that_breaks_a_gate(lake: Lake, tmp_path: Path) -> None:
+    curate(["distilabel_math_preference_dpo"], lake, SAMPLES, progress=False)
+    # a pair slipped in by a writer that skipped the gates: same pair id as an existing one
+    lake.append(S.PAIRS, lake.read(S.PAIRS).slice(0, 1), S.PAIR_PARTITIONS)
+    report = build_report(lake, 0, tmp_path)
+    assert report.failed and any(f.startswith("pair_id_unique") for f in report.failures)
+    assert "FAILED" in report.html_path.read_text()
+    with pytest.raises(ReportFailed, match="pair_id_unique"):
+        require_passing(report)
+    logged = require_passing(report, override=True)
+    assert logged["quality_override"] is True and logged["quality_failures"] == report.failures
+    assert main(["--iter", "0", "--lake", lake.uri, "--out", str(tmp_path)]) == 1
+
+
+def test_empty_snapshot_fails(lake: Lake, tmp_path: Path) -> None:
+    curate(["distilabel_math_preference_dpo"], lake, SAMPLES, progress=False)
+    lake_pairs = pl.from_arrow(lake.read(S.PAIRS))
+    assert lake_pairs.height > 0
+    empty = Lake(str(tmp_path / "empty"))
+    report = build_report(empty, 3, tmp_path)
+    assert report.failed and "no pairs" in report.failures[-1]
