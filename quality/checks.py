@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipelines.ids import messages_key, without_whitespace
-from pipelines.rules import PROMPT_ROLES, role_pattern
+from pipelines.ids import messages_key
+from pipelines.rules import PROMPT_ROLES, role_pattern, same_up_to_whitespace
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,14 @@ def pair_facts(pairs: pl.DataFrame, used_prompt_ids: set[str] | None = None) -> 
     scored = pl.col("chosen_score").is_not_null() & pl.col("rejected_score").is_not_null()
     finite = lambda c: pl.col(c).is_null() | pl.col(c).is_finite()  # noqa: E731
     online = pl.col("iteration") > 0
+    replies = pairs.select(last("chosen").alias("c"), last("rejected").alias("r"))
     reused = pl.lit(False)
     if used_prompt_ids:
         reused = online & pl.col("prompt_id").is_in(pl.Series(sorted(used_prompt_ids), dtype=pl.String).implode())
     return pairs.select(
         "pair_id", "prompt_id", "source", "iteration", "origin", "split", "raw_keys",
         ((messages_key(pl.col("prompt")) == context("chosen")) & (context("chosen") == context("rejected"))).fill_null(False).alias("shares_context"),
-        (without_whitespace(last("chosen")) != without_whitespace(last("rejected"))).fill_null(False).alias("final_turns_differ"),
+        (~same_up_to_whitespace(replies, "c", "r")).alias("final_turns_differ"),
         (role_pattern(pl.col("prompt")).str.contains(PROMPT_ROLES)
          & (last_role("chosen") == "assistant") & (last_role("rejected") == "assistant")).fill_null(False).alias("roles_alternate"),
         (_all_turns_filled(pl.col("chosen")) & _all_turns_filled(pl.col("rejected"))).alias("no_empty_turn"),

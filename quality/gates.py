@@ -102,35 +102,46 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     """Run the suite over ``facts`` (which has a ``_row`` index) and sort the failures by level."""
     import great_expectations as gx
 
-    gates = SUITES[suite_name]
     ctx = _gx()
     name = f"{table}-{uuid.uuid4().hex[:8]}"
-    suite = gx.ExpectationSuite(name=name, meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
-    for gate in gates:
-        expectation = gate.make(context)
-        expectation.meta = {"gate": gate.name, "level": gate.level}
-        suite.add_expectation(expectation)
-    suite = ctx.suites.add(suite)
     flat = facts.select([c for c, t in facts.schema.items() if not isinstance(t, (pl.List, pl.Struct))])
     asset = ctx.data_sources.get("prefhouse").add_dataframe_asset(name)
     batch = asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": flat.to_pandas()})
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
-    ctx.suites.delete(name)
+
+    def run(gates, result_format):
+        suite = gx.ExpectationSuite(name=f"{name}-{len(gates)}-{result_format}", meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
+        for gate in gates:
+            expectation = gate.make(context)
+            expectation.meta = {"gate": gate.name, "level": gate.level}
+            suite.add_expectation(expectation)
+        suite = ctx.suites.add(suite)
+        try:
+            fmt = {"result_format": result_format, "unexpected_index_column_names": ["_row"]} if result_format == "COMPLETE" else result_format
+            return batch.validate(suite, result_format=fmt).results
+        finally:
+            ctx.suites.delete(suite.name)
+
+    # Pass or fail for every gate first (the cheap format); the failing rows only for gates that failed.
+    gates = {g.name: g for g in SUITES[suite_name]}
+    quick = run(list(gates.values()), "BOOLEAN_ONLY")
+    failed = [gates[r.expectation_config.meta["gate"]] for r in quick if not r.success]
+    detail = {r.expectation_config.meta["gate"]: r for r in (run(failed, "COMPLETE") if failed else [])}
     ctx.data_sources.get("prefhouse").delete_asset(name)
+    results = [detail.get(r.expectation_config.meta["gate"], r) for r in quick]
 
     now = datetime.now(UTC)
     failed_rows: dict[int, str] = {}
     batch_failures: list[tuple[str, str]] = []
-    results = []
-    for r in result.results:
+    rows = []
+    for r in results:
         meta = r.expectation_config.meta or {}
         gate, level = meta.get("gate"), meta.get("level")
         info = r.result or {}
-        results.append({
+        rows.append({
             "run_id": run_id, "table_name": table, "table_version": None, "suite": suite_name, "suite_version": SUITE_VERSION,
             "gate": gate, "level": level, "expectation": r.expectation_config.type,
             "column": r.expectation_config.kwargs.get("column"), "success": bool(r.success),
-            "element_count": info.get("element_count"), "unexpected_count": info.get("unexpected_count"),
+            "element_count": info.get("element_count", facts.height), "unexpected_count": info.get("unexpected_count", 0 if r.success else None),
             "observed_value": _observed(r), "validated_at": now,
         })
         if r.success:
@@ -144,7 +155,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
         pl.DataFrame({"_row": list(failed_rows), "gate": list(failed_rows.values())}, schema={"_row": pl.UInt32, "gate": pl.String}),
         on="_row", how="inner",
     )
-    return Verdict(table, suite_name, rejected, batch_failures, results)
+    return Verdict(table, suite_name, rejected, batch_failures, rows)
 
 
 def validation_rows(verdicts: list[Verdict], versions: dict[str, int]) -> pa.Table:

@@ -19,58 +19,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import duckdb  # noqa: E402
 
 from pipelines import schema as S  # noqa: E402
 from pipelines.lake import Lake  # noqa: E402
 from pipelines.sql import connect  # noqa: E402
-
-SOURCES = ["hh_rlhf", "shp", "helpsteer", "pku_saferlhf_30k", "ultrafeedback", "ultrainteract_pair",
-           "codeultrafeedback", "distilabel_math_preference_dpo", "distilabel_intel_orca_dpo_pairs", "distilabel_capybara_dpo_7k_binarized"]
-
-CHUNK_SQL = """
-SELECT md5('pair' || i::VARCHAR) AS pair_id,
-       md5('prompt' || (i // 3)::VARCHAR) AS prompt_id,
-       [{'role': 'user', 'content': 'Question number ' || (i // 3)::VARCHAR || ': how do I keep basil alive on a windowsill?'}] AS prompt,
-       [{'role': 'user', 'content': 'Question number ' || (i // 3)::VARCHAR || ': how do I keep basil alive on a windowsill?'},
-        {'role': 'assistant', 'content': 'Give it six hours of sun and water when the top inch of soil is dry. Answer ' || i::VARCHAR}] AS chosen,
-       [{'role': 'user', 'content': 'Question number ' || (i // 3)::VARCHAR || ': how do I keep basil alive on a windowsill?'},
-        {'role': 'assistant', 'content': 'I am not sure. Answer ' || i::VARCHAR}] AS rejected,
-       (i % 50) / 10.0 + 1.0 AS chosen_score,
-       (i % 50) / 10.0 AS rejected_score,
-       1.0 AS margin,
-       'synthetic' AS score_kind,
-       NULL::VARCHAR AS chosen_model, NULL::VARCHAR AS rejected_model,
-       CASE WHEN ? = 0 THEN 'offline' ELSE 'online' END AS origin,
-       ?::INTEGER AS iteration,
-       ['hh_rlhf', 'shp', 'helpsteer', 'pku_saferlhf_30k', 'ultrafeedback', 'ultrainteract_pair', 'codeultrafeedback',
-        'distilabel_math_preference_dpo', 'distilabel_intel_orca_dpo_pairs', 'distilabel_capybara_dpo_7k_binarized'][(i % 10) + 1] AS source,
-       'synthetic/hub' AS hub_id, NULL::VARCHAR AS hub_revision, 'train' AS split,
-       ['train#' || i::VARCHAR] AS raw_keys, 'bench' AS rule, 'v0' AS rule_version,
-       NULL::VARCHAR AS reward_model_id, NULL::VARCHAR AS policy_model_id, 'bench' AS run_id,
-       now()::TIMESTAMPTZ AS created_at
-FROM range(?, ?) t(i)
-"""
-
-
-def generate(lake: Lake, jsonl: Path, pairs: int, iterations: int, chunk: int) -> float:
-    jsonl.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    t0 = time.perf_counter()
-    per_iteration = pairs // iterations
-    for it in range(iterations):
-        for start in range(it * per_iteration, (it + 1) * per_iteration, chunk):
-            stop = min(start + chunk, (it + 1) * per_iteration)
-            table = con.execute(CHUNK_SQL, [it, it, start, stop]).to_arrow_table().cast(S.PAIR_SCHEMA)
-            lake.append(S.PAIRS, table, S.PAIR_PARTITIONS)
-            con.register("chunk", table)
-            con.execute(f"COPY chunk TO '{jsonl}/part-{start:012d}.jsonl' (FORMAT json)")
-            con.unregister("chunk")
-            print(f"\r  generated {stop:,} / {pairs:,} pairs", end="", flush=True)
-    print()
-    return time.perf_counter() - t0
-
+from synthetic import generate  # noqa: E402
 
 def timed(con: duckdb.DuckDBPyConnection, sql: str, repeat: int) -> tuple[float, list]:
     best, rows = float("inf"), []
@@ -100,7 +56,7 @@ def main() -> None:
     lake_bytes = sum(p.stat().st_size for p in Path(lake.table_uri(S.PAIRS)).rglob("*.parquet"))
     json_bytes = sum(p.stat().st_size for p in jsonl.glob("*.jsonl"))
     partitions = len(lake.delta(S.PAIRS).partitions())
-    lookup_id = duckdb.sql(f"SELECT md5('pair' || {args.pairs // 2 + 7}::VARCHAR)").fetchone()[0]
+    lookup_id = duckdb.sql(f"SELECT md5('pair' || {args.pairs // 2 + 7}::VARCHAR)").fetchall()[0][0]
 
     queries = {
         "aggregate per partition": "SELECT iteration, source, count(*) AS n, avg(margin) AS m, avg(length(chosen[-1].content)) AS l FROM {t} GROUP BY ALL ORDER BY ALL",

@@ -1,0 +1,69 @@
+"""Quality-gate cost relative to the write it guards, on 1,000,000 pairs (target: <= 30% overhead).
+
+    python tests/benchmarks/bench_gates.py --pairs 1000000
+
+Same process, same synthetic pairs (tests/benchmarks/synthetic.py): (a) the guarded write alone, staging
+the pairs as Parquet data files and committing them to a fresh Delta table; (b) the gate, deriving the
+fact columns with polars and running the pairs suite with Great Expectations once over all of them
+(Great Expectations' import and context are built before timing). Prints seconds and the ratio b / a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import polars as pl  # noqa: E402
+
+from pipelines import schema as S  # noqa: E402
+from pipelines.lake import Lake, staging  # noqa: E402
+from quality.checks import pair_facts  # noqa: E402
+from quality.gates import _gx, judge  # noqa: E402
+from quality.suites import GateContext  # noqa: E402
+from synthetic import chunks  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=1_000_000)
+    parser.add_argument("--chunk", type=int, default=250_000)
+    args = parser.parse_args()
+    tables = list(chunks(args.pairs, 1, args.chunk))
+    _gx()  # build the Great Expectations context outside the timings
+    work = Path(tempfile.mkdtemp(prefix="prefhouse-gates-"))
+    try:
+        lake = Lake(str(work / "lake"))
+        t0 = time.perf_counter()
+        with staging(lake) as stage:
+            for table in tables:
+                stage.add(S.PAIRS, table, S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
+            stage.commit()
+        write_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        facts = pl.concat([pair_facts(pl.from_arrow(t)) for t in tables])
+        facts_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        verdict = judge(S.PAIRS, "pairs", facts.with_row_index("_row"), GateContext((0,), tuple(sorted(set(facts["source"])))), "bench")
+        judge_s = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert verdict.success, verdict.batch_failures
+    gate_s = facts_s + judge_s
+    print(f"{args.pairs:,} pairs, {len(verdict.results)} expectations")
+    print(f"(a) guarded write (Parquet files + Delta commit): {write_s:7.2f} s")
+    print(f"(b) gate: derive facts (polars)                 : {facts_s:7.2f} s")
+    print(f"    gate: Great Expectations suite               : {judge_s:7.2f} s")
+    print(f"overhead of the gate over the write: {gate_s / write_s:.0%} (target <= 30%)")
+
+
+if __name__ == "__main__":
+    main()
