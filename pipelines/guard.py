@@ -17,7 +17,7 @@ from pipelines.ids import with_md5
 from pipelines.lake import Lake, Staging, staging
 from pipelines.runlog import RunRecord
 from pipelines.sources.base import INVALID
-from quality.checks import Bounds, pair_facts
+from quality.checks import Bounds, pair_facts, response_facts, score_facts
 from quality.gates import Gatekeeper, GateError, Verdict, validation_rows
 from quality.suites import SUITE_VERSION, GateContext
 
@@ -42,9 +42,11 @@ def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: l
             dropped += stage.drop_rows(S.PAIRS, "pair_id", ids)
             stage.drop_rows(S.PAIR_SOURCES, "pair_id", ids)
             rejected = verdict.rejected
-        else:  # prompts: dropped by id (gates on prompts can only fail where pair gates failed too)
+        elif verdict.suite == "prompts":  # dropped by id (gates on prompts can only fail where pair gates failed too)
             stage.drop_rows(S.PROMPTS, "prompt_id", set(verdict.rejected["prompt_id"].to_list()))
             rejected = verdict.rejected.with_columns(pl.lit(None, pl.String).alias("split"), pl.lit([], pl.List(pl.String)).alias("raw_keys"))
+        else:
+            raise AssertionError(f"suite {verdict.suite!r} has no row gates to quarantine by")
         quarantine = rejected.select(
             pl.col("source"), pl.col("split"), pl.col("raw_keys"), pl.lit(None, pl.String).alias("item"),
             pl.lit("pair" if verdict.suite == "pairs" else "prompt").alias("level"), pl.lit(INVALID).alias("kind"),
@@ -78,26 +80,37 @@ def used_prompts(lake: Lake, iteration: int) -> set[str]:
     return set(used.column("prompt_id").to_pylist())
 
 
-def append_pairs(lake: Lake, pairs: pl.DataFrame, iteration: int, pipeline: str = "append_pairs", bounds: Bounds = Bounds()) -> AppendResult:
-    """Validate ``pairs`` (in the pairs table's schema) for ``iteration`` and append what passes in one commit.
+def used_response_prompts(lake: Lake, iteration: int) -> set[str]:
+    """Prompt ids earlier (or later) iterations generated responses for."""
+    if not lake.exists(S.RESPONSES):
+        return set()
+    used = lake.read(S.RESPONSES, columns=["prompt_id"], filter=pads.field("iteration") != iteration)
+    return set(used.column("prompt_id").to_pylist())
+
+
+def guarded_append(
+    lake: Lake, table: str, rows: pl.DataFrame, suite: str, facts: pl.DataFrame, context: GateContext, pipeline: str, args: dict
+) -> AppendResult:
+    """Validate ``rows`` with ``suite`` (over their ``facts``) and append what passes to ``table`` in one commit.
 
     Rows failing a row gate go to quarantine with the gate's name; a batch gate failure raises
     :class:`quality.gates.GateError` and nothing lands. The run and its validations are logged either way.
     """
-    run = RunRecord(pipeline, {"iteration": iteration, "rows": pairs.height})
+    schema, partitions = S.CORE_TABLES[table]
+    run = RunRecord(pipeline, args)
     verdicts: list[Verdict] = []
-    with lake.lock("pairs"):
-        for table, (schema, parts) in S.CORE_TABLES.items():
-            lake.create(table, schema, parts)
+    with lake.lock(table):
+        for name, (tschema, parts) in S.CORE_TABLES.items():
+            lake.create(name, tschema, parts)
         run.versions_before = lake.versions(list(S.CORE_TABLES))
-        gates = Gatekeeper(GateContext(iterations=(iteration,), sources=tuple(sorted(set(pairs["source"].drop_nulls()))), bounds=bounds), run.run_id)
+        gates = Gatekeeper(context, run.run_id)
         try:
             with staging(lake) as stage:
-                stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
-                gates.observe(S.PAIRS, "pairs", pair_facts(pairs, used_prompts(lake, iteration)))
+                stage.add(table, rows.to_arrow(), schema, partitions)
+                gates.observe(table, suite, facts)
                 dropped = enforce_gates(gates, stage, run, verdicts)
                 versions = stage.commit({"prefhouse.run_id": run.run_id})
-            run.rows_in, run.rows_out = pairs.height, pairs.height - dropped
+            run.rows_in, run.rows_out = rows.height, rows.height - dropped
             run.versions_after = {**run.versions_before, **versions}
             lake.append(S.VALIDATIONS, validation_rows(verdicts, versions))
             run.write(lake, "succeeded")
@@ -106,4 +119,24 @@ def append_pairs(lake: Lake, pairs: pl.DataFrame, iteration: int, pipeline: str 
                 lake.append(S.VALIDATIONS, validation_rows(verdicts, {}))
             run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
-    return AppendResult(run, versions, verdicts, pairs.height - dropped, dropped)
+    return AppendResult(run, versions, verdicts, rows.height - dropped, dropped)
+
+
+def append_pairs(lake: Lake, pairs: pl.DataFrame, iteration: int, pipeline: str = "append_pairs", bounds: Bounds = Bounds()) -> AppendResult:
+    """Append pairs (the pairs table's schema) made for ``iteration``, through the pairs suite."""
+    sources = tuple(sorted(set(pairs["source"].drop_nulls())))
+    facts = pair_facts(pairs, used_prompts(lake, iteration))
+    return guarded_append(lake, S.PAIRS, pairs, "pairs", facts, GateContext((iteration,), sources, bounds), pipeline, {"iteration": iteration})
+
+
+def append_responses(lake: Lake, responses: pl.DataFrame, iteration: int, n: int, pipeline: str = "generate") -> AppendResult:
+    """Append the n sampled responses per prompt of ``iteration``, through the responses suite."""
+    facts = response_facts(responses, n, used_response_prompts(lake, iteration))
+    return guarded_append(lake, S.RESPONSES, responses, "responses", facts, GateContext((iteration,), n=n), pipeline, {"iteration": iteration, "n": n})
+
+
+def append_scores(lake: Lake, scores: pl.DataFrame, iteration: int, n: int, pipeline: str = "score") -> AppendResult:
+    """Append one reward per response of ``iteration``; a reward without a response, or a count other than n, is refused."""
+    known = pl.from_arrow(lake.read(S.RESPONSES, columns=["response_id"], filter=pads.field("iteration") == iteration)) if lake.exists(S.RESPONSES) else pl.DataFrame(schema={"response_id": pl.String})
+    facts = score_facts(scores, known, n)
+    return guarded_append(lake, S.SCORES, scores, "scores", facts, GateContext((iteration,), n=n), pipeline, {"iteration": iteration, "n": n})

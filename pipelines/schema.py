@@ -22,6 +22,8 @@ PROMPTS = "prompts"
 RUNS = "runs"
 RUN_COUNTS = "run_counts"
 VALIDATIONS = "validations"
+RESPONSES = "responses"
+SCORES = "scores"
 
 
 def raw_table(source: str) -> str:
@@ -140,6 +142,40 @@ RUN_COUNT_SCHEMA = pa.schema(
     ]
 )
 
+# Online iteration N: n sampled responses per prompt (partition iteration), then one reward per response.
+RESPONSE_SCHEMA = pa.schema(
+    [
+        ("response_id", pa.string()),  # md5(prompt_id, iteration, sample_index, policy_model_id)
+        ("prompt_id", pa.string()),
+        ("iteration", pa.int32()),
+        ("sample_index", pa.int32()),  # 0 .. n-1
+        ("prompt", MESSAGES),
+        ("response", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("finish_reason", pa.string()),  # stop | length
+        ("temperature", pa.float64()),
+        ("top_p", pa.float64()),
+        ("max_new_tokens", pa.int32()),
+        ("seed", pa.int64()),
+        ("engine", pa.string()),  # vllm | transformers
+        ("policy_model_id", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+SCORE_SCHEMA = pa.schema(
+    [
+        ("response_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("iteration", pa.int32()),
+        ("reward", pa.float64()),
+        ("reward_model_id", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
 # One row per quality gate per table per run (quality.gates): queryable history of every check.
 VALIDATION_SCHEMA = pa.schema(
     [
@@ -168,6 +204,8 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     RUNS: (RUN_SCHEMA, []),
     RUN_COUNTS: (RUN_COUNT_SCHEMA, []),
     VALIDATIONS: (VALIDATION_SCHEMA, []),
+    RESPONSES: (RESPONSE_SCHEMA, ["iteration"]),
+    SCORES: (SCORE_SCHEMA, ["iteration"]),
 }
 
 RAW_INGEST_COLUMNS = [

@@ -82,3 +82,27 @@ def prompt_facts(prompts: pl.DataFrame) -> pl.DataFrame:
         pl.col("prompt_text").str.strip_chars().str.len_chars().alias("prompt_text_chars"),
         _all_turns_filled(pl.col("prompt")).alias("no_empty_turn"),
     )
+
+
+def response_facts(responses: pl.DataFrame, n: int, used_prompt_ids: set[str] | None = None) -> pl.DataFrame:
+    """Facts per generated response: ids, its prompt's response count (must be n), text present, prompt fresh."""
+    fresh = ~pl.col("prompt_id").is_in(pl.Series(sorted(used_prompt_ids or ()), dtype=pl.String).implode())
+    return responses.select(
+        "response_id", "prompt_id", "iteration",
+        pl.len().over("prompt_id").alias("responses_for_prompt"),
+        pl.col("sample_index").n_unique().over("prompt_id").alias("distinct_samples_for_prompt"),
+        pl.col("response").is_not_null().alias("has_text"),
+        pl.col("response").str.len_chars().fill_null(0).alias("response_chars"),
+        (~fresh).alias("prompt_reused"),
+    ).with_columns(pl.lit(n).alias("_n"))
+
+
+def score_facts(scores: pl.DataFrame, responses: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Facts per reward: finite, one per response of the iteration, n per prompt."""
+    known = responses.select("response_id").with_columns(pl.lit(True).alias("has_response"))
+    return scores.join(known, on="response_id", how="left").select(
+        "response_id", "prompt_id", "iteration",
+        (pl.col("reward").is_not_null() & pl.col("reward").is_finite()).alias("reward_finite"),
+        pl.col("has_response").fill_null(False),
+        pl.len().over("prompt_id").alias("scores_for_prompt"),
+    ).with_columns(pl.lit(n).alias("_n"))

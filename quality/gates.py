@@ -21,8 +21,6 @@ import pyarrow as pa
 from pipelines.schema import VALIDATION_SCHEMA
 from quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
 
-KEYS = {"pairs": "pair_id", "raw": "_raw_key", "prompts": "prompt_in_source"}
-
 
 class GateError(RuntimeError):
     """A batch-level expectation failed: the commit it guards must not happen."""
@@ -162,7 +160,3 @@ def validation_rows(verdicts: list[Verdict], versions: dict[str, int]) -> pa.Tab
     """The verdicts as rows of the ``validations`` table, with the version each commit produced (if any)."""
     rows = [{**r, "table_version": versions.get(r["table_name"])} for v in verdicts for r in v.results]
     return pa.Table.from_pylist(rows, schema=VALIDATION_SCHEMA)
-
-
-def key_of(suite: str) -> str:
-    return KEYS[suite]

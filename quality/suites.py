@@ -32,8 +32,9 @@ class GateContext:
     """What a suite needs to know about the append it guards."""
 
     iterations: tuple[int, ...]  # partition values the run may write
-    sources: tuple[str, ...]
+    sources: tuple[str, ...] = ()
     bounds: Bounds = Bounds()
+    n: int = 0  # responses per prompt the online iteration samples
 
 
 def _in_set(column: str, values) -> Callable[[GateContext], Expectation]:
@@ -88,4 +89,28 @@ PROMPTS_SUITE: list[Gate] = [
     Gate("source_partition_matches_run", BATCH, _in_set("source", lambda c: list(c.sources))),
 ]
 
-SUITES: dict[str, list[Gate]] = {"pairs": PAIRS_SUITE, "raw": RAW_SUITE, "prompts": PROMPTS_SUITE}
+def _exactly_n(column: str) -> Callable[[GateContext], Expectation]:
+    return lambda ctx: gx.expectations.ExpectColumnValuesToBeBetween(column=column, min_value=ctx.n, max_value=ctx.n)
+
+
+RESPONSES_SUITE: list[Gate] = [
+    Gate("response_id_present", BATCH, _not_null("response_id")),
+    Gate("response_id_unique", BATCH, _unique("response_id")),
+    Gate("exactly_n_responses_per_prompt", BATCH, _exactly_n("responses_for_prompt")),
+    Gate("n_distinct_samples_per_prompt", BATCH, _exactly_n("distinct_samples_for_prompt")),
+    Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
+    Gate("no_prompt_reused_across_iterations", BATCH, _in_set("prompt_reused", [False])),
+    Gate("response_has_text", BATCH, _in_set("has_text", [True])),
+]
+
+SCORES_SUITE: list[Gate] = [
+    Gate("response_id_unique", BATCH, _unique("response_id")),
+    Gate("reward_finite", BATCH, _in_set("reward_finite", [True])),
+    Gate("score_has_response", BATCH, _in_set("has_response", [True])),
+    Gate("exactly_n_scores_per_prompt", BATCH, _exactly_n("scores_for_prompt")),
+    Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
+]
+
+SUITES: dict[str, list[Gate]] = {
+    "pairs": PAIRS_SUITE, "raw": RAW_SUITE, "prompts": PROMPTS_SUITE, "responses": RESPONSES_SUITE, "scores": SCORES_SUITE,
+}

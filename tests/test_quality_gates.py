@@ -99,3 +99,76 @@ def test_curation_records_its_gates(curated_lake: Lake) -> None:
     assert v["success"].all()  # the adapters' rules already keep bad rows out of the bundled samples
     pairs_version = curated_lake.version(S.PAIRS)
     assert set(v.filter(pl.col("table_name") == "pairs")["table_version"]) == {pairs_version}
+
+
+# ------------------------------------------------------------------------------- responses and scores
+def responses(iteration: int = 1, n: int = 4, prompts: tuple[str, ...] = ("p1", "p2", "p3")) -> pl.DataFrame:
+    rows = [
+        {"response_id": f"{p}-{iteration}-{k}", "prompt_id": p, "iteration": iteration, "sample_index": k,
+         "prompt": [{"role": "user", "content": f"question {p}"}], "response": f"answer {k} to {p}", "n_tokens": 5,
+         "finish_reason": "stop", "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 42, "engine": "transformers",
+         "policy_model_id": "policy-0", "run_id": "test", "created_at": None}
+        for p in prompts for k in range(n)
+    ]
+    return pl.DataFrame(rows, schema=pl.from_arrow(S.RESPONSE_SCHEMA.empty_table()).schema)
+
+
+def scores_for(resp: pl.DataFrame) -> pl.DataFrame:
+    return resp.select("response_id", "prompt_id", "iteration", (pl.col("sample_index") * 0.5).cast(pl.Float64).alias("reward"),
+                       pl.lit("rm-0").alias("reward_model_id"), pl.lit("test").alias("run_id"), pl.col("created_at"))
+
+
+def test_responses_and_scores_land_when_whole(lake: Lake) -> None:
+    from pipelines.guard import append_responses, append_scores
+
+    resp = responses()
+    assert append_responses(lake, resp, iteration=1, n=4).landed == 12
+    assert append_scores(lake, scores_for(resp), iteration=1, n=4).landed == 12
+    assert lake.read(S.SCORES).num_rows == 12
+
+
+@pytest.mark.parametrize(
+    ("damage", "gate"),
+    [
+        (lambda r: r.filter(pl.col("response_id") != "p2-1-3"), "exactly_n_responses_per_prompt"),
+        (lambda r: pl.concat([r, r.head(1)]), "response_id_unique"),
+        (lambda r: r.with_columns(pl.lit(3, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),
+    ],
+    ids=["wrong_n", "duplicated_response", "wrong_partition"],
+)
+def test_bad_responses_never_land(lake: Lake, damage, gate: str) -> None:
+    from pipelines.guard import append_responses
+
+    with pytest.raises(GateError) as err:
+        append_responses(lake, damage(responses()), iteration=1, n=4)
+    assert gate in err.value.gates
+    assert lake.read(S.RESPONSES).num_rows == 0
+
+
+def test_responses_for_a_prompt_used_before_are_refused(lake: Lake) -> None:
+    from pipelines.guard import append_responses
+
+    append_responses(lake, responses(1), iteration=1, n=4)
+    with pytest.raises(GateError, match="no_prompt_reused_across_iterations"):
+        append_responses(lake, responses(2, prompts=("p3", "p4")), iteration=2, n=4)
+    assert run_query(lake, "SELECT count(*) AS n FROM responses WHERE iteration = 2").column("n")[0].as_py() == 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "gate"),
+    [
+        (lambda s: s.with_columns(pl.when(pl.col("response_id") == "p1-1-2").then(float("nan")).otherwise(pl.col("reward")).alias("reward")), "reward_finite"),
+        (lambda s: s.filter(pl.col("response_id") != "p3-1-0"), "exactly_n_scores_per_prompt"),
+        (lambda s: s.with_columns(pl.when(pl.col("response_id") == "p1-1-0").then(pl.lit("ghost")).otherwise(pl.col("response_id")).alias("response_id")), "score_has_response"),
+    ],
+    ids=["nan_reward", "count_mismatch", "score_without_response"],
+)
+def test_bad_scores_never_land(lake: Lake, damage, gate: str) -> None:
+    from pipelines.guard import append_responses, append_scores
+
+    resp = responses()
+    append_responses(lake, resp, iteration=1, n=4)
+    with pytest.raises(GateError) as err:
+        append_scores(lake, damage(scores_for(resp)), iteration=1, n=4)
+    assert gate in err.value.gates
+    assert lake.read(S.SCORES).num_rows == 0
