@@ -181,7 +181,7 @@ VALIDATION_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
         ("table_name", pa.string()),
-        ("table_version", pa.int64()),  # the version the guarded commit produced; null when it was aborted
+        ("table_version", pa.int64()),  # version the guarded commit produced; null when aborted, or for "raw" (the bronze tables, judged together)
         ("suite", pa.string()),
         ("suite_version", pa.string()),
         ("gate", pa.string()),

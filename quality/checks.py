@@ -71,8 +71,9 @@ def last_role(column: str) -> pl.Expr:
     return pl.col(column).list.last().struct.field("role")
 
 
-def raw_facts(raw: pl.DataFrame) -> pl.DataFrame:
-    return raw.select("_raw_key", "_split", "_run_id")
+def raw_facts(raw: pl.DataFrame, table: str) -> pl.DataFrame:
+    """Facts of bronze rows; the raw tables of one run are judged together (one suite run, not ten)."""
+    return raw.select("_raw_key", "_split", "_run_id", (pl.lit(table + "#") + pl.col("_raw_key")).alias("raw_row"))
 
 
 def prompt_facts(prompts: pl.DataFrame) -> pl.DataFrame:

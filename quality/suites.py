@@ -77,7 +77,7 @@ PAIRS_SUITE: list[Gate] = [
 
 RAW_SUITE: list[Gate] = [
     Gate("raw_key_present", BATCH, _not_null("_raw_key")),
-    Gate("raw_key_unique", BATCH, _unique("_raw_key")),
+    Gate("raw_key_unique", BATCH, _unique("raw_row")),
     Gate("split_present", BATCH, _not_null("_split")),
 ]
 
