@@ -39,9 +39,10 @@ def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: l
             continue
         if verdict.suite == "pairs":
             ids = set(verdict.rejected["pair_id"].to_list())
-            dropped += stage.drop_rows(S.PAIRS, "pair_id", ids)
+            gone = pl.from_arrow(stage.drop_rows(S.PAIRS, "pair_id", ids))
+            dropped += gone.height
             stage.drop_rows(S.PAIR_SOURCES, "pair_id", ids)
-            rejected = verdict.rejected
+            rejected = gone.select("pair_id", "split", "raw_keys").join(verdict.rejected.select("pair_id", "source", "gate"), on="pair_id")
         elif verdict.suite == "prompts":  # dropped by id (gates on prompts can only fail where pair gates failed too)
             stage.drop_rows(S.PROMPTS, "prompt_id", set(verdict.rejected["prompt_id"].to_list()))
             rejected = verdict.rejected.with_columns(pl.lit(None, pl.String).alias("split"), pl.lit([], pl.List(pl.String)).alias("raw_keys"))

@@ -348,30 +348,35 @@ class Staging:
             values = {k: None if v is None else str(v) for k, v in combo.items()}
             yield values, rows if len(keys) == 1 else rows.filter(mask)
 
-    def drop_rows(self, table: str, column: str, values: set) -> int:
-        """Remove staged rows whose ``column`` is in ``values`` (rows a gate rejected); return how many.
+    def drop_rows(self, table: str, column: str, values: set) -> pa.Table:
+        """Remove staged rows whose ``column`` is in ``values`` (rows a gate rejected); return them.
 
         Only files holding such rows are rewritten; gates reject few rows, so this is rarely any work.
         """
         staged = self.tables.get(table)
         if staged is None or not values:
-            return 0
+            return staged.schema.empty_table() if staged else pa.table({})
         self._close()
         wanted = pa.array(sorted(values), staged.schema.field(column).type)
-        removed = 0
+        removed: list[pa.Table] = []
         for i, data_file in enumerate(staged.done):
             path = staged.root / data_file.path
             if not pc.any(pc.is_in(pq.read_table(path, columns=[column]).column(column), wanted)).as_py():
                 continue
             rows = pq.read_table(path, schema=staged.file_schema)
-            keep = rows.filter(pc.invert(pc.is_in(rows.column(column), wanted)))
-            removed += rows.num_rows - keep.num_rows
+            hit = pc.is_in(rows.column(column), wanted)
+            keep = rows.filter(pc.invert(hit))
+            gone = rows.filter(hit)
+            for name, value in data_file.partition_values.items():  # partition columns live in the path
+                gone = gone.append_column(name, pa.array([value] * gone.num_rows, pa.string()).cast(staged.schema.field(name).type))
+            removed.append(gone.select(staged.schema.names))
             replacement = _DataFile(data_file.path, pq.ParquetWriter(str(path), staged.file_schema, compression="snappy"), data_file.partition_values)
             replacement.write(keep)
             replacement.writer.close()
             staged.done[i] = replacement
-        staged.rows -= removed
-        return removed
+        dropped = pa.concat_tables(removed) if removed else staged.schema.empty_table()
+        staged.rows -= dropped.num_rows
+        return dropped
 
     def _close(self) -> None:
         for staged in self.tables.values():

@@ -51,7 +51,7 @@ def pair_facts(pairs: pl.DataFrame, used_prompt_ids: set[str] | None = None) -> 
     if used_prompt_ids:
         reused = online & pl.col("prompt_id").is_in(pl.Series(sorted(used_prompt_ids), dtype=pl.String).implode())
     return pairs.select(
-        "pair_id", "prompt_id", "source", "iteration", "origin", "split", "raw_keys",
+        "pair_id", "prompt_id", "source", "iteration",
         ((messages_key(pl.col("prompt")) == context("chosen")) & (context("chosen") == context("rejected"))).fill_null(False).alias("shares_context"),
         (~same_up_to_whitespace(replies, "c", "r")).alias("final_turns_differ"),
         (role_pattern(pl.col("prompt")).str.contains(PROMPT_ROLES)

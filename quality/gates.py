@@ -102,7 +102,9 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
 
     ctx = _gx()
     name = f"{table}-{uuid.uuid4().hex[:8]}"
-    flat = facts.select([c for c, t in facts.schema.items() if not isinstance(t, (pl.List, pl.Struct))])
+    gates = {g.name: g for g in SUITES[suite_name]}
+    used = {"_row"} | {g.make(context).column for g in gates.values()}
+    flat = facts.select([c for c in facts.columns if c in used])  # only what the expectations read goes to pandas
     asset = ctx.data_sources.get("prefhouse").add_dataframe_asset(name)
     batch = asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": flat.to_pandas()})
 
@@ -120,7 +122,6 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
             ctx.suites.delete(suite.name)
 
     # Pass or fail for every gate first (the cheap format); the failing rows only for gates that failed.
-    gates = {g.name: g for g in SUITES[suite_name]}
     quick = run(list(gates.values()), "BOOLEAN_ONLY")
     failed = [gates[r.expectation_config.meta["gate"]] for r in quick if not r.success]
     detail = {r.expectation_config.meta["gate"]: r for r in (run(failed, "COMPLETE") if failed else [])}
