@@ -111,7 +111,7 @@ def process_batch(
     if fresh.any():
         new_raw = raw.filter(fresh.to_arrow())
         stage.add(S.raw_table(adapter.name), new_raw, adapter.lake_schema())
-        gates.observe("raw", "raw", raw_facts(pl.from_arrow(new_raw.select(["_raw_key", "_split", "_run_id"])), S.raw_table(adapter.name)))
+        gates.observe("raw", "raw", raw_facts(pl.from_arrow(new_raw.select(["_raw_key", "_split"])), S.raw_table(adapter.name)))
         summary.raw_new += int(fresh.sum())
 
     rows = pl.from_arrow(raw)

@@ -73,7 +73,7 @@ def last_role(column: str) -> pl.Expr:
 
 def raw_facts(raw: pl.DataFrame, table: str) -> pl.DataFrame:
     """Facts of bronze rows; the raw tables of one run are judged together (one suite run, not ten)."""
-    return raw.select("_raw_key", "_split", "_run_id", (pl.lit(table + "#") + pl.col("_raw_key")).alias("raw_row"))
+    return raw.select("_raw_key", "_split", (pl.lit(table + "#") + pl.col("_raw_key")).alias("raw_row"))
 
 
 def prompt_facts(prompts: pl.DataFrame) -> pl.DataFrame:

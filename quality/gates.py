@@ -106,7 +106,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     used = {"_row"} | {g.make(context).column for g in gates.values()}
     flat = facts.select([c for c in facts.columns if c in used])  # only what the expectations read goes to pandas
     asset = ctx.data_sources.get("prefhouse").add_dataframe_asset(name)
-    batch = asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": flat.to_pandas()})
+    batch = asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": flat.to_pandas(use_pyarrow_extension_array=True)})
 
     def run(gates, result_format):
         suite = gx.ExpectationSuite(name=f"{name}-{len(gates)}-{result_format}", meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
@@ -145,7 +145,12 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
         })
         if r.success:
             continue
-        if level == BATCH:
+        raised = [v for v in (r.exception_info or {}).values() if isinstance(v, dict) and v.get("raised_exception")]
+        if raised or (r.exception_info or {}).get("raised_exception"):
+            # an expectation that could not be evaluated guards nothing: refuse the batch, whatever its level
+            message = raised[0].get("exception_message") if raised else r.exception_info.get("exception_message")
+            batch_failures.append((gate, f"could not be evaluated: {message}"))
+        elif level == BATCH:
             batch_failures.append((gate, _observed(r)))
         elif level == ROW:
             for row in info.get("unexpected_index_list") or []:

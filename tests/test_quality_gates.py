@@ -172,3 +172,14 @@ def test_bad_scores_never_land(lake: Lake, damage, gate: str) -> None:
         append_scores(lake, damage(scores_for(resp)), iteration=1, n=4)
     assert gate in err.value.gates
     assert lake.read(S.SCORES).num_rows == 0
+
+
+def test_a_gate_that_cannot_be_evaluated_refuses_the_batch(good: pl.DataFrame) -> None:
+    from quality.checks import pair_facts
+    from quality.gates import judge
+    from quality.suites import GateContext
+
+    facts = pair_facts(good).drop("shares_context").with_row_index("_row")
+    verdict = judge("pairs", "pairs", facts, GateContext((1,), ("online",)), "test")
+    assert not verdict.success
+    assert [g for g, why in verdict.batch_failures if "could not be evaluated" in why] == ["chosen_rejected_share_context"]

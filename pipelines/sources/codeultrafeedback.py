@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from pipelines.sources.base import INVALID, Adapter, Candidates, concat_rejects, conform_candidates, parse_number, rejects, user_prompt
-from pipelines.sources.multi_response import all_comparisons
+from pipelines.sources.base import Adapter, Candidates, parse_number
+from pipelines.sources.multi_response import compare_scored, explode_responses
 
 
 class CodeUltraFeedback(Adapter):
@@ -29,44 +29,12 @@ class CodeUltraFeedback(Adapter):
         pass
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
-        responses = (
-            rows.select("_raw_key", "_split", "instruction", "responses")
-            .with_columns(pl.int_ranges(0, pl.col("responses").list.len()).alias("response_index"))
-            .explode("responses", "response_index")
-            .filter(pl.col("responses").is_not_null())
-            .unnest("responses")
-        )
+        responses = explode_responses(rows, "responses", ["_raw_key", "_split", "instruction"])
         ratings = (
-            rows.select("_raw_key", "annotations")
-            .explode("annotations")
-            .filter(pl.col("annotations").is_not_null())
-            .unnest("annotations")
+            explode_responses(rows, "annotations", ["_raw_key"])
             .unique(["_raw_key", "model"], keep="first", maintain_order=True)
             .select("_raw_key", "model", parse_number(pl.col("rating")).alias("score"), pl.col("rating").alias("_rating"))
         )
         rated = responses.join(ratings, on=["_raw_key", "model"], how="left", maintain_order="left")
-        unrated = rated.filter(pl.col("score").is_null() | pl.col("score").is_nan()).with_columns(
-            pl.format("response {}", pl.col("response_index")).alias("item")
-        )
-        valid = rated.filter(pl.col("score").is_not_null() & ~pl.col("score").is_nan()).select(
-            pl.col("_raw_key").alias("group"),
-            "response_index",
-            pl.col("_raw_key").alias("raw_key"),
-            pl.col("_split").alias("split"),
-            user_prompt(pl.col("instruction")).alias("prompt"),
-            pl.col("response").alias("reply"),
-            "score",
-            "model",
-        )
-        pairs = all_comparisons(valid, keys_from_both=False)
-        return Candidates(
-            conform_candidates(pairs),
-            concat_rejects(
-                [
-                    rejects(
-                        unrated, "response", INVALID, "non_numeric_rating",
-                        pl.format("response of {} has rating {}", pl.col("model"), pl.col("_rating").fill_null("(none)")),
-                    )
-                ]
-            ),
-        )
+        reason = pl.format("response of {} has rating {}", pl.col("model"), pl.col("_rating").fill_null("(none)"))
+        return compare_scored(rated, "response", reason)

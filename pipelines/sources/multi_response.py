@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipelines.sources.base import INVALID, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+
 
 def all_comparisons(responses: pl.DataFrame, keys_from_both: bool) -> pl.DataFrame:
     """Self-join responses of the same group (i < j) and orient each pair by score.
@@ -38,3 +40,38 @@ def all_comparisons(responses: pl.DataFrame, keys_from_both: bool) -> pl.DataFra
         pl.format("{} vs {}", pl.col("response_index"), pl.col("response_index_j")).alias("item"),
         "group",
     )
+
+
+def explode_responses(rows: pl.DataFrame, column: str, keep: list[str]) -> pl.DataFrame:
+    """One row per element of the list-of-structs ``column`` (fields unnested), with its ``response_index``."""
+    return (
+        rows.select(*keep, column)
+        .with_columns(pl.int_ranges(0, pl.col(column).list.len()).alias("response_index"))
+        .explode(column, "response_index")
+        .filter(pl.col(column).is_not_null())
+        .unnest(column)
+    )
+
+
+def compare_scored(scored: pl.DataFrame, item: str, reason: pl.Expr) -> Candidates:
+    """All comparisons among the responses of each raw row (one prompt per row, as UltraFeedback and
+    CodeUltraFeedback have it); a response without a numeric ``score`` is quarantined as
+    ``non_numeric_rating`` with ``reason``, named ``"<item> <index>"`` within its row.
+
+    ``scored``: one row per response with ``_raw_key``, ``_split``, ``instruction``, ``response``,
+    ``response_index``, ``model`` and ``score``.
+    """
+    missing = pl.col("score").is_null() | pl.col("score").is_nan()
+    unrated = scored.filter(missing).with_columns(pl.format(item + " {}", pl.col("response_index")).alias("item"))
+    responses = scored.filter(~missing).select(
+        pl.col("_raw_key").alias("group"),
+        "response_index",
+        pl.col("_raw_key").alias("raw_key"),
+        pl.col("_split").alias("split"),
+        user_prompt(pl.col("instruction")).alias("prompt"),
+        pl.col("response").alias("reply"),
+        "score",
+        "model",
+    )
+    pairs = all_comparisons(responses, keys_from_both=False)
+    return Candidates(conform_candidates(pairs), concat_rejects([rejects(unrated, "response", INVALID, "non_numeric_rating", reason)]))

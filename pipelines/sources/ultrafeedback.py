@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from pipelines.sources.base import INVALID, Adapter, Candidates, concat_rejects, conform_candidates, parse_number, rejects, user_prompt
-from pipelines.sources.multi_response import all_comparisons
+from pipelines.sources.base import Adapter, Candidates, parse_number
+from pipelines.sources.multi_response import compare_scored, explode_responses
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 _RATED = pa.struct([("Rating", pa.string()), ("Rationale", pa.string())])
@@ -52,41 +52,12 @@ class UltraFeedback(Adapter):
         return f"ultrafeedback_{self.settings.score}"
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
-        exploded = (
-            rows.select("_raw_key", "_split", "instruction", "completions")
-            .with_columns(pl.int_ranges(0, pl.col("completions").list.len()).alias("response_index"))
-            .explode("completions", "response_index")
-            .filter(pl.col("completions").is_not_null())
-            .unnest("completions")
-        )
+        exploded = explode_responses(rows, "completions", ["_raw_key", "_split", "instruction"])
         ratings = [parse_number(pl.col("annotations").struct.field(a).struct.field("Rating")) for a in ASPECTS]
         if self.settings.score == "fine_grained":
             score = pl.when(pl.all_horizontal([r.is_not_null() for r in ratings])).then(pl.mean_horizontal(ratings))
         else:
             score = pl.col("overall_score")
         scored = exploded.with_columns(score.cast(pl.Float64).alias("score"))
-        unrated = scored.filter(pl.col("score").is_null() | pl.col("score").is_nan()).with_columns(
-            pl.format("completion {}", pl.col("response_index")).alias("item")
-        )
-        responses = scored.filter(pl.col("score").is_not_null() & ~pl.col("score").is_nan()).select(
-            pl.col("_raw_key").alias("group"),
-            "response_index",
-            pl.col("_raw_key").alias("raw_key"),
-            pl.col("_split").alias("split"),
-            user_prompt(pl.col("instruction")).alias("prompt"),
-            pl.col("response").alias("reply"),
-            "score",
-            "model",
-        )
-        pairs = all_comparisons(responses, keys_from_both=False)
-        return Candidates(
-            conform_candidates(pairs),
-            concat_rejects(
-                [
-                    rejects(
-                        unrated, "response", INVALID, "non_numeric_rating",
-                        pl.format("completion {} ({}) has no numeric {} score", pl.col("response_index"), pl.col("model"), pl.lit(self.settings.score)),
-                    )
-                ]
-            ),
-        )
+        reason = pl.format("completion {} ({}) has no numeric {} score", pl.col("response_index"), pl.col("model"), pl.lit(self.settings.score))
+        return compare_scored(scored, "completion", reason)
