@@ -55,41 +55,56 @@ class SourceSummary:
     seconds: float = 0.0
 
 
+class Ids:
+    """The ids of one kind a table already holds, plus those this run staged: the basis of idempotent appends.
+
+    Ids in the lake are kept as one Arrow-backed polars Series (about 40 bytes an id, not a Python
+    object each); ids staged by the run are remembered only where the same id can come again in a later
+    batch (pairs and prompts shared across sources). Copy, quarantine and raw ids cannot: they are unique
+    within a run by construction, so only the lake is asked about them.
+    """
+
+    def __init__(self, existing: pl.Series, across_batches: bool):
+        self.existing = existing
+        self.staged: set[str] | None = set() if across_batches else None
+
+    def new(self, ids: pl.Series) -> pl.Series:
+        """True for ids neither in the lake, nor staged before, nor earlier in ``ids``; remembers them."""
+        fresh = ids.is_first_distinct()
+        if self.existing.len():
+            fresh = fresh & ~ids.is_in(self.existing.implode())
+        if self.staged is not None:
+            if self.staged:
+                fresh = fresh & pl.Series([i not in self.staged for i in ids.to_list()], dtype=pl.Boolean)
+            self.staged.update(ids.filter(fresh).to_list())
+        return fresh
+
+
 @dataclass
 class Seen:
-    """Ids the lake already holds plus those this run staged: the basis of idempotent appends."""
-
-    pair_ids: set[str]
-    copy_ids: set[str]
-    quarantine_ids: set[str]
-    prompt_keys: set[str]
-    raw_keys: dict[str, set[str]] = field(default_factory=dict)
+    pair_ids: Ids
+    copy_ids: Ids
+    quarantine_ids: Ids
+    prompt_keys: Ids
+    raw_keys: dict[str, Ids] = field(default_factory=dict)
 
     @classmethod
     def load(cls, lake: Lake) -> Seen:
-        col = lambda t, c: set(lake.read(t, columns=[c]).column(c).to_pylist())  # noqa: E731
-        prompts = lake.read(S.PROMPTS, columns=["prompt_id", "source"])
+        column = lambda t, c: pl.from_arrow(lake.read(t, columns=[c]).column(c)).alias("id")  # noqa: E731
+        prompts = pl.from_arrow(lake.read(S.PROMPTS, columns=["prompt_id", "source"]))
         return cls(
-            pair_ids=col(S.PAIRS, "pair_id"),
-            copy_ids=col(S.PAIR_SOURCES, "copy_id"),
-            quarantine_ids=col(S.QUARANTINE, "quarantine_id"),
-            prompt_keys={f"{p}|{s}" for p, s in zip(prompts.column("prompt_id").to_pylist(), prompts.column("source").to_pylist())},
+            pair_ids=Ids(column(S.PAIRS, "pair_id"), across_batches=True),
+            copy_ids=Ids(column(S.PAIR_SOURCES, "copy_id"), across_batches=False),
+            quarantine_ids=Ids(column(S.QUARANTINE, "quarantine_id"), across_batches=False),
+            prompt_keys=Ids(prompts.select(pl.col("prompt_id") + "|" + pl.col("source")).to_series(), across_batches=True),
         )
 
-    def raw(self, lake: Lake, source: str) -> set[str]:
+    def raw(self, lake: Lake, source: str) -> Ids:
         if source not in self.raw_keys:
             table = S.raw_table(source)
-            self.raw_keys[source] = set(lake.read(table, columns=["_raw_key"]).column("_raw_key").to_pylist()) if lake.exists(table) else set()
+            keys = pl.from_arrow(lake.read(table, columns=["_raw_key"]).column("_raw_key")) if lake.exists(table) else pl.Series([], dtype=pl.String)
+            self.raw_keys[source] = Ids(keys, across_batches=False)
         return self.raw_keys[source]
-
-
-def _new_mask(ids: pl.Series, seen: set[str]) -> pl.Series:
-    """True for ids neither in ``seen`` nor earlier in ``ids``; adds the new ones to ``seen``."""
-    first = ids.is_first_distinct()
-    if seen:
-        first = first & pl.Series([i not in seen for i in ids.to_list()], dtype=pl.Boolean)
-    seen.update(ids.filter(first).to_list())
-    return first
 
 
 def process_batch(
@@ -107,7 +122,7 @@ def process_batch(
     raw = batch.table
     for name, values in ingest.items():
         raw = raw.append_column(name, values)
-    fresh = _new_mask(pl.from_arrow(keys), seen.raw(lake, adapter.name))
+    fresh = seen.raw(lake, adapter.name).new(pl.from_arrow(keys))
     if fresh.any():
         new_raw = raw.filter(fresh.to_arrow())
         stage.add(S.raw_table(adapter.name), new_raw, adapter.lake_schema())
@@ -155,7 +170,7 @@ def process_batch(
             "quarantine_id", pl.col("source"), pl.col("split"), pl.col("raw_keys").list.join(","),
             pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
         )
-        q = q.filter(_new_mask(q["quarantine_id"], seen.quarantine_ids))
+        q = q.filter(seen.quarantine_ids.new(q["quarantine_id"]))
         stage.add(S.QUARANTINE, q.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
     if not kept.height:
         return
@@ -165,9 +180,9 @@ def process_batch(
     kept = with_md5(
         kept, "copy_id", pl.col("pair_id"), pl.lit(adapter.name), pl.col("split"), pl.col("raw_keys").list.join(","), pl.col("item").fill_null("")
     )
-    first_copy = _new_mask(kept["pair_id"], seen.pair_ids)
+    first_copy = seen.pair_ids.new(kept["pair_id"])
     kept = kept.with_columns(first_copy.alias("is_first_copy"), **provenance)
-    new_copies = kept.filter(_new_mask(kept["copy_id"], seen.copy_ids))
+    new_copies = kept.filter(seen.copy_ids.new(kept["copy_id"]))
     summary.pairs_new += int(first_copy.sum())
     summary.pairs_duplicate += kept.height - int(first_copy.sum())
     stage.add(S.PAIR_SOURCES, new_copies.to_arrow(), S.PAIR_SOURCE_SCHEMA, ["source"])
@@ -180,7 +195,7 @@ def process_batch(
     gates.observe(S.PAIRS, "pairs", pair_facts(pairs))
     # ---- prompts, one row per (prompt, source)
     prompts = kept.unique("prompt_id", keep="first", maintain_order=True)
-    prompts = prompts.filter(_new_mask(prompts["prompt_id"] + f"|{adapter.name}", seen.prompt_keys))
+    prompts = prompts.filter(seen.prompt_keys.new(prompts["prompt_id"] + f"|{adapter.name}"))
     prompts = prompts.select(
         "prompt_id", "source", "prompt",
         pl.col("prompt").list.eval(pl.element().filter(pl.element().struct.field("role") == "user")).list.last().struct.field("content").alias("prompt_text"),
