@@ -24,6 +24,8 @@ RUN_COUNTS = "run_counts"
 VALIDATIONS = "validations"
 RESPONSES = "responses"
 SCORES = "scores"
+MODELS = "models"
+TRAINING_PAIRS = "training_pairs"
 
 
 def raw_table(source: str) -> str:
@@ -176,6 +178,34 @@ SCORE_SCHEMA = pa.schema(
     ]
 )
 
+# Every training run (reward model, DPO): what it read, how, and what it produced.
+MODEL_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("job_kind", pa.string()),  # reward_model | dpo
+        ("base_model", pa.string()),
+        ("reference_model", pa.string()),  # DPO: the reference policy
+        ("snapshot_hash", pa.string()),
+        ("snapshot", pa.string()),  # JSON: table versions + selection
+        ("train_pairs", pa.int64()),
+        ("eval_pairs", pa.int64()),
+        ("hyperparameters", pa.string()),  # JSON
+        ("metrics", pa.string()),  # JSON
+        ("quality", pa.string()),  # JSON: the quality report it read, its status, any override
+        ("code_version", pa.string()),
+        ("packages", pa.string()),  # JSON
+        ("output_path", pa.string()),
+        ("status", pa.string()),  # succeeded | failed
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+# Lineage at pair granularity: which pairs trained (or evaluated) which model.
+TRAINING_PAIR_SCHEMA = pa.schema(
+    [("model_id", pa.string()), ("pair_id", pa.string()), ("split", pa.string()), ("snapshot_hash", pa.string())]
+)
+
 # One row per quality gate per table per run (quality.gates): queryable history of every check.
 VALIDATION_SCHEMA = pa.schema(
     [
@@ -206,6 +236,8 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     VALIDATIONS: (VALIDATION_SCHEMA, []),
     RESPONSES: (RESPONSE_SCHEMA, ["iteration"]),
     SCORES: (SCORE_SCHEMA, ["iteration"]),
+    MODELS: (MODEL_SCHEMA, []),
+    TRAINING_PAIRS: (TRAINING_PAIR_SCHEMA, []),
 }
 
 RAW_INGEST_COLUMNS = [

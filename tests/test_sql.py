@@ -21,8 +21,9 @@ from .conftest import REPO
 def test_every_named_query_runs(curated_lake: Lake) -> None:
     some_pair = run_query(curated_lake, "SELECT min(pair_id) AS p FROM pairs").column("p")[0].as_py()
     for name in named_queries():
-        result = run_query(curated_lake, name, params={"pair_id": some_pair})
-        assert result.num_rows > 0, name
+        result = run_query(curated_lake, name, params={"pair_id": some_pair, "model_id": "no-model-yet"})
+        if name not in ("model_pairs", "pair_models"):  # no model has been trained in this lake
+            assert result.num_rows > 0, name
 
 
 def test_table1_matches_polars_on_the_same_snapshot(curated_lake: Lake) -> None:

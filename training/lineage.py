@@ -1,0 +1,52 @@
+"""Lineage: every training run becomes a ``models`` row and one ``training_pairs`` row per pair it read.
+
+So a user can ask in SQL "which pairs trained this model" (``sql/model_pairs.sql``) and "which models
+used this pair" (``sql/pair_models.sql``), down to the table versions and selection of the snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from pipelines import schema as S
+from pipelines.lake import Lake, staging
+from pipelines.runlog import code_version, package_versions
+from training.snapshot import Snapshot
+
+
+def register_model(
+    lake: Lake,
+    model_id: str,
+    job_kind: str,
+    base_model: str,
+    snapshot: Snapshot,
+    hyperparameters: dict,
+    metrics: dict,
+    output_path: str,
+    status: str,
+    run_id: str,
+    reference_model: str | None = None,
+    quality: dict | None = None,
+) -> dict[str, int]:
+    """Append the model row and its pair lineage (one commit per table, models last); return versions."""
+    dumps = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
+    row = {
+        "model_id": model_id, "job_kind": job_kind, "base_model": base_model, "reference_model": reference_model,
+        "snapshot_hash": snapshot.snapshot_hash, "snapshot": dumps(snapshot.describe()),
+        "train_pairs": snapshot.train.num_rows, "eval_pairs": snapshot.eval.num_rows,
+        "hyperparameters": dumps(hyperparameters), "metrics": dumps(metrics), "quality": dumps(quality or {}),
+        "code_version": code_version(), "packages": dumps(package_versions()), "output_path": output_path,
+        "status": status, "run_id": run_id, "created_at": datetime.now(UTC),
+    }
+    lineage = pa.concat_tables([
+        pa.table({"model_id": [model_id] * part.num_rows, "pair_id": part.column("pair_id"),
+                  "split": [split] * part.num_rows, "snapshot_hash": [snapshot.snapshot_hash] * part.num_rows}, schema=S.TRAINING_PAIR_SCHEMA)
+        for split, part in (("train", snapshot.train), ("eval", snapshot.eval))
+    ])
+    with staging(lake) as stage:
+        stage.add(S.TRAINING_PAIRS, lineage, S.TRAINING_PAIR_SCHEMA)
+        stage.add(S.MODELS, pa.Table.from_pylist([row], schema=S.MODEL_SCHEMA), S.MODEL_SCHEMA)
+        return stage.commit({"prefhouse.model_id": model_id})

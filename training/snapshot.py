@@ -1,0 +1,139 @@
+"""Snapshots: the exact pairs a training job reads, as pinned table versions plus a selection.
+
+A snapshot is resolved, never stored as a copy: table versions (every table as of one point) and a
+:class:`Selection` (a named mixture or explicit sources, per-source caps or fractions, Tulu 2.5's
+size-matched sub-sampling, which iterations, an optional SQL filter, and a held-out split by prompt).
+Resolving the same snapshot twice gives the same rows in the same order: every random choice is an md5
+of the seed and an id, computed in SQL, so it is independent of threads, batches and library versions.
+Its ``snapshot_hash`` names it in the run log and on every model trained from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines import schema as S
+from pipelines.lake import Lake, LakeError
+from pipelines.sources import MIXTURES
+from pipelines.sql import connect
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which pairs of the pinned lake a job trains and evaluates on.
+
+    mixture: ``mix1`` / ``mix2`` (RECIPE §1) or ``all``; ``sources`` overrides it when given. Online pairs
+    (source ``online``) are included per ``iterations``.
+    iterations: ``all`` (paper: every historical pair, offline and online up to ``max_iteration``),
+    ``latest`` (public scripts: only iteration ``max_iteration``'s online pairs), or ``offline``.
+    caps / fractions: per-source maximum pair count / share kept. size_matched: keep this many pairs of
+    every source (Tulu 2.5 sub-samples each dataset to 60,908). where: a SQL condition over ``pairs``.
+    eval_fraction: share of prompts held out for evaluation; a prompt's pairs are all train or all eval.
+    """
+
+    mixture: str = "mix2"
+    sources: tuple[str, ...] = ()
+    iterations: str = "all"
+    max_iteration: int = 0
+    caps: dict[str, int] = field(default_factory=dict)
+    fractions: dict[str, float] = field(default_factory=dict)
+    size_matched: int | None = None
+    where: str | None = None
+    eval_fraction: float = 0.0
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.mixture not in (*MIXTURES, "all"):
+            raise ValueError(f"mixture must be one of {', '.join(MIXTURES)}, all; not {self.mixture!r}")
+        if self.iterations not in ("all", "latest", "offline"):
+            raise ValueError(f"iterations must be all, latest or offline; not {self.iterations!r}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError("eval_fraction must be in [0, 1)")
+        if self.where and re.search(r";|\b(copy|attach|install|load|pragma|set)\b", self.where, re.I):
+            raise ValueError("where must be a single SQL condition")
+
+    def offline_sources(self) -> list[str]:
+        if self.sources:
+            return [s for s in self.sources if s != "online"]
+        from pipelines.sources import ADAPTERS
+
+        return list(ADAPTERS) if self.mixture == "all" else MIXTURES[self.mixture]
+
+
+@dataclass
+class Snapshot:
+    versions: dict[str, int]
+    selection: Selection
+    train: pa.Table  # pair_id, prompt_id, source, iteration, ... in a fixed order
+    eval: pa.Table
+
+    @property
+    def snapshot_hash(self) -> str:
+        """A name for (versions, selection): equal for equal snapshots, different otherwise."""
+        spec = json.dumps({"versions": self.versions, "selection": asdict(self.selection)}, sort_keys=True, default=str)
+        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {"snapshot_hash": self.snapshot_hash, "versions": self.versions, "selection": asdict(self.selection),
+                "train_pairs": self.train.num_rows, "eval_pairs": self.eval.num_rows}
+
+
+def _quote(values: list[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def selection_sql(sel: Selection, columns: str) -> str:
+    """The DuckDB query that resolves a selection over the registered (pinned) ``pairs`` view."""
+    offline = sel.offline_sources()
+    parts = [f"(iteration = 0 AND source IN ({_quote(offline) if offline else 'NULL'}))"]
+    if sel.iterations == "all":
+        parts.append(f"(iteration BETWEEN 1 AND {int(sel.max_iteration)})")
+    elif sel.iterations == "latest":
+        parts = [f"(iteration = {int(sel.max_iteration)} AND iteration > 0)"]
+    where = "(" + " OR ".join(parts) + ")" + (f" AND ({sel.where})" if sel.where else "")
+    seed = int(sel.seed)
+    limits = []
+    for source, cap in sel.caps.items():
+        limits.append(f"(source = '{source}' AND rank > {int(cap)})")
+    for source, fraction in sel.fractions.items():
+        limits.append(f"(source = '{source}' AND rank > ceil({float(fraction)} * n_source))")
+    if sel.size_matched:
+        limits.append(f"(rank > {int(sel.size_matched)})")
+    dropped = " OR ".join(limits) or "false"
+    return f"""
+        WITH chosen AS (
+            SELECT {columns},
+                   md5('{seed}|' || pair_id) AS order_key,
+                   (('0x' || left(md5('{seed}|eval|' || prompt_id), 8))::BIGINT % 1000000) / 1e6 AS prompt_draw
+            FROM pairs WHERE {where}),
+        ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY source ORDER BY order_key) AS rank, count(*) OVER (PARTITION BY source) AS n_source
+            FROM chosen)
+        SELECT * EXCLUDE (rank, n_source, order_key), prompt_draw < {float(sel.eval_fraction)} AS is_eval
+        FROM ranked WHERE NOT ({dropped})
+        ORDER BY order_key"""
+
+
+def resolve(lake: Lake, selection: Selection, versions: dict[str, int] | None = None,
+            columns: str = "pair_id, prompt_id, source, iteration") -> Snapshot:
+    """Resolve ``selection`` at ``versions`` (default: the lake's latest) into train and eval rows."""
+    if versions is None:
+        if not lake.exists(S.PAIRS):
+            raise LakeError(f"no pairs table in {lake.uri}: run curation first")
+        versions = lake.versions(list(S.CORE_TABLES))
+    spec = ",".join(f"{t}={v}" for t, v in sorted(versions.items()))
+    con, pinned = connect(lake, as_of=spec or None)
+    try:
+        rows = con.sql(selection_sql(selection, columns)).to_arrow_table()
+    finally:
+        con.close()
+    is_eval = rows.column("is_eval")
+    return Snapshot({t: pinned[t] for t in versions if t in pinned}, selection,
+                    rows.filter(pc.invert(is_eval)).drop_columns(["is_eval", "prompt_draw"]),
+                    rows.filter(is_eval).drop_columns(["is_eval", "prompt_draw"]))
