@@ -2,8 +2,8 @@
 
     python pipelines/curate.py --sources all [--data-dir data/samples] [--lake data/lake]
 
-One run reads every selected source in bounded-memory batches, stages what it will append, and commits
-each table once at the end, the run log last. Re-running on the same inputs appends nothing: every row a
+One run reads every selected source in bounded-memory batches, stages what it will append, passes it
+through the quality gates (quality/), and commits each table once at the end, the run log last. Re-running on the same inputs appends nothing: every row a
 table holds has a content id (raw key, pair id, copy id, quarantine id, prompt id + source) and a run only
 appends ids the lake does not have. Nothing is lost silently: every raw row ends as paired, filtered (by a
 named recipe rule) or quarantined (invalid, with a reason), and the counts land in ``run_counts``.
@@ -26,17 +26,30 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from pipelines import schema as S
+from pipelines.guard import enforce_gates
 from pipelines.ids import messages_key, trimmed, with_md5
 from pipelines.lake import DEFAULT_LAKE, Lake, Staging, staging
 from pipelines.rules import apply_shared_rules
 from pipelines.runlog import RunRecord
-from pipelines.settings import build_adapters, describe_settings, load_config, merge, parse_overrides, resolve_sources
-from pipelines.guard import enforce_gates
+from pipelines.settings import (
+    build_adapters,
+    describe_settings,
+    load_config,
+    merge,
+    parse_overrides,
+    resolve_sources,
+)
 from pipelines.sources import Adapter
+from pipelines.sources.reading import (
+    InputReport,
+    RawBatch,
+    read_hub,
+    read_local,
+    regroup,
+)
 from quality.checks import pair_facts, prompt_facts, raw_facts
-from quality.gates import Gatekeeper, GateError, Verdict, validation_rows
+from quality.gates import GateError, Gatekeeper, Verdict, validation_rows
 from quality.suites import GateContext
-from pipelines.sources.reading import InputReport, RawBatch, read_hub, read_local, regroup
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 import polars as pl
 import pyarrow.dataset as pads
 
@@ -18,7 +17,7 @@ from pipelines.lake import Lake, Staging, staging
 from pipelines.runlog import RunRecord
 from pipelines.sources.base import INVALID
 from quality.checks import Bounds, pair_facts, response_facts, score_facts
-from quality.gates import Gatekeeper, GateError, Verdict, validation_rows
+from quality.gates import GateError, Gatekeeper, Verdict, validation_rows
 from quality.suites import SUITE_VERSION, GateContext
 
 

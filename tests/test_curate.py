@@ -17,7 +17,13 @@ from pipelines import schema as S
 from pipelines.curate import curate, main
 from pipelines.lake import Lake
 from pipelines.sources import ADAPTERS
-from pipelines.sources.reading import MissingColumnError, RawBatch, read_hub, regroup, InputReport
+from pipelines.sources.reading import (
+    InputReport,
+    MissingColumnError,
+    RawBatch,
+    read_hub,
+    regroup,
+)
 from pipelines.sql import run_query
 
 from .conftest import REPO, SAMPLES

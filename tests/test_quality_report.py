@@ -12,7 +12,13 @@ import pytest
 from pipelines import schema as S
 from pipelines.curate import curate
 from pipelines.lake import Lake
-from quality.report import ReportFailed, ReportSettings, build_report, main, require_passing
+from quality.report import (
+    ReportFailed,
+    ReportSettings,
+    build_report,
+    main,
+    require_passing,
+)
 
 from .conftest import SAMPLES
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pipelines.sources.base import Adapter
 from pipelines.sources.codeultrafeedback import CodeUltraFeedback
-from pipelines.sources.distilabel import DistilabelCapybara, DistilabelMath, DistilabelOrca
+from pipelines.sources.distilabel import (
+    DistilabelCapybara,
+    DistilabelMath,
+    DistilabelOrca,
+)
 from pipelines.sources.helpsteer import HelpSteer
 from pipelines.sources.hh_rlhf import HHRLHF
 from pipelines.sources.pku_saferlhf import PKUSafeRLHF30K

@@ -8,7 +8,15 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.sources.base import (
-    FILTER, INVALID, MSG, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt,
+    FILTER,
+    INVALID,
+    MSG,
+    Adapter,
+    Candidates,
+    concat_rejects,
+    conform_candidates,
+    rejects,
+    user_prompt,
 )
 
 CHAT = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from pipelines.sources.base import FILTER, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+from pipelines.sources.base import (
+    FILTER,
+    Adapter,
+    Candidates,
+    concat_rejects,
+    conform_candidates,
+    rejects,
+    user_prompt,
+)
 from pipelines.sources.multi_response import all_comparisons
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")

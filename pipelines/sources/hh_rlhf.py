@@ -7,7 +7,14 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from pipelines.sources.base import INVALID, Adapter, Candidates, concat_rejects, conform_candidates, rejects
+from pipelines.sources.base import (
+    INVALID,
+    Adapter,
+    Candidates,
+    concat_rejects,
+    conform_candidates,
+    rejects,
+)
 
 TURN, ROLE = "\x1e", "\x1f"
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipelines.sources.base import INVALID, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+from pipelines.sources.base import (
+    INVALID,
+    Candidates,
+    concat_rejects,
+    conform_candidates,
+    rejects,
+    user_prompt,
+)
 
 
 def all_comparisons(responses: pl.DataFrame, keys_from_both: bool) -> pl.DataFrame:

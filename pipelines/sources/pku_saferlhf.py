@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from pipelines.sources.base import FILTER, INVALID, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+from pipelines.sources.base import (
+    FILTER,
+    INVALID,
+    Adapter,
+    Candidates,
+    concat_rejects,
+    conform_candidates,
+    rejects,
+    user_prompt,
+)
 
 CHOICES = ("safer", "better", "agree")
 

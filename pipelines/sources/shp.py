@@ -8,7 +8,15 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.sources.base import (
-    FILTER, INVALID, REJECT_SCHEMA, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt,
+    FILTER,
+    INVALID,
+    REJECT_SCHEMA,
+    Adapter,
+    Candidates,
+    concat_rejects,
+    conform_candidates,
+    rejects,
+    user_prompt,
 )
 
 

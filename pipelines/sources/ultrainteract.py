@@ -7,7 +7,12 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates
+from pipelines.sources.base import (
+    Adapter,
+    Candidates,
+    concat_rejects,
+    conform_candidates,
+)
 
 
 class UltraInteractPair(Adapter):

@@ -44,6 +44,7 @@ def run_project(data: Path, work: Path) -> dict:
 
 def run_naive(data: Path, work: Path) -> dict:
     from naive_curate import naive_curate
+
     from pipelines.sources import ADAPTERS
 
     t0 = time.perf_counter()

@@ -22,11 +22,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import duckdb  # noqa: E402
+from synthetic import generate  # noqa: E402
 
 from pipelines import schema as S  # noqa: E402
 from pipelines.lake import Lake  # noqa: E402
 from pipelines.sql import connect  # noqa: E402
-from synthetic import generate  # noqa: E402
+
 
 def timed(con: duckdb.DuckDBPyConnection, sql: str, repeat: int) -> tuple[float, list]:
     best, rows = float("inf"), []
