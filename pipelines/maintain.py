@@ -1,0 +1,81 @@
+"""Lake maintenance: ``python -m pipelines.maintain optimize|vacuum``.
+
+Every run appends new files, so a lake that grows run by run has many small files; ``optimize`` rewrites
+a table's files into few large ones, optionally clustered by columns (z-order: ``--zorder pair_id`` makes
+a lookup by pair id read one row group instead of every file). It is a new Delta version with the same
+rows: older versions stay readable (``--as-of``) until ``vacuum`` deletes the files no version within the
+retention period references. Vacuum keeps Delta's retention check on (default 7 days), which is also what
+keeps it from deleting the data files a running writer has staged but not committed yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from deltalake import CommitProperties
+
+from pipelines import schema as S
+from pipelines.lake import DEFAULT_LAKE, Lake
+from pipelines.runlog import RunRecord
+
+
+def optimize(lake: Lake, tables: list[str], zorder_by: list[str] | None = None) -> RunRecord:
+    """Compact (or z-order) each table in one commit; log the run with versions and file counts."""
+    run = RunRecord("optimize", {"tables": tables, "zorder_by": zorder_by})
+    with lake.lock("maintain"):
+        run.versions_before = lake.versions(tables)
+        try:
+            for table in tables:
+                dt = lake.delta(table)
+                props = CommitProperties(custom_metadata={"prefhouse.run_id": run.run_id})
+                metrics = dt.optimize.z_order(zorder_by, commit_properties=props) if zorder_by else dt.optimize.compact(commit_properties=props)
+                run.timings[table] = {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved", "totalConsideredFiles")}
+            run.versions_after = lake.versions(tables)
+            run.write(lake, "succeeded")
+        except BaseException as exc:
+            run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+    return run
+
+
+def vacuum(lake: Lake, tables: list[str], retention_hours: int | None = None, apply: bool = False) -> dict[str, list[str]]:
+    """Files no version within the retention references (deleted only with ``apply``), per table."""
+    found = {}
+    with lake.lock("maintain"):
+        for table in tables:
+            found[table] = lake.delta(table).vacuum(retention_hours=retention_hours, dry_run=not apply, enforce_retention_duration=True)
+        if apply:
+            run = RunRecord("vacuum", {"tables": tables, "retention_hours": retention_hours})
+            run.rows_out = sum(len(v) for v in found.values())
+            run.write(lake, "succeeded")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.maintain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["optimize", "vacuum"])
+    parser.add_argument("--lake", default=DEFAULT_LAKE)
+    parser.add_argument("--tables", default=S.PAIRS, help="comma-separated table names (default: pairs)")
+    parser.add_argument("--zorder", help="optimize: cluster by these comma-separated columns (e.g. pair_id)")
+    parser.add_argument("--retention-hours", type=int, help="vacuum: keep files referenced within this many hours (default: the table's, 168)")
+    parser.add_argument("--apply", action="store_true", help="vacuum: delete the files (without it, only list them)")
+    args = parser.parse_args(argv)
+    lake = Lake(args.lake)
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    if args.action == "optimize":
+        run = optimize(lake, tables, args.zorder.split(",") if args.zorder else None)
+        for table in tables:
+            print(f"{table}: version {run.versions_before.get(table)} -> {run.versions_after.get(table)} {run.timings[table]}")
+    else:
+        for table, files in vacuum(lake, tables, args.retention_hours, args.apply).items():
+            print(f"{table}: {len(files)} unreferenced files {'deleted' if args.apply else 'would be deleted (dry run; --apply deletes)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
