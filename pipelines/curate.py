@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pipelines import schema as S
 from pipelines.guard import enforce_gates
 from pipelines.ids import messages_key, trimmed, with_md5
-from pipelines.lake import DEFAULT_LAKE, Lake, Staging, staging
+from pipelines.lake import DEFAULT_LAKE, Lake, LakeError, Staging, staging
 from pipelines.rules import apply_shared_rules
 from pipelines.runlog import RunRecord
 from pipelines.settings import (
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             sources, lake, None if args.hub else args.data_dir, args.hub, config,
             args={k: str(v) for k, v in vars(args).items()}, progress=not (args.no_progress or args.quiet),
         )
-    except (SettingsError, MissingColumnError, FileNotFoundError, GateError) as exc:
+    except (SettingsError, MissingColumnError, FileNotFoundError, GateError, LakeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:

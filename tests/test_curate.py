@@ -157,3 +157,10 @@ def test_cli_runs_as_a_script(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "distilabel_math_preference_dpo" in proc.stdout and "n_prompts" in proc.stdout
+
+
+def test_cli_refuses_a_second_concurrent_run(lake: Lake, capsys: pytest.CaptureFixture) -> None:
+    with lake.lock("curate"):
+        assert main(["--sources", "shp", "--lake", lake.uri, "--no-progress"]) == 2
+    assert "another process holds the 'curate' lock" in capsys.readouterr().err
+    assert not lake.exists(S.PAIRS)  # it gave up before creating anything
