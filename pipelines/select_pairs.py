@@ -1,0 +1,74 @@
+"""Select: one preference pair per prompt from its n scored responses (RECIPE §3, the online iteration).
+
+Strategies of the recipe's public code: ``max_min`` (best vs worst; the paper's and the default),
+``max_random`` (best vs a random other response; the public code's default), ``max_max`` (best vs the
+second best), ``random`` (two random responses, the higher ranked chosen). Responses are ranked by
+``reward - length_penalty * len(response)`` (paper eq. 8, length in characters; 0.001 gave the "concise"
+variant). A prompt whose chosen and rejected rank equal, or whose two responses are the same text, gives
+no pair and is counted. Every random choice is an md5 of the seed, the prompt and the response ids, so a
+selection is reproducible on any machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipelines.ids import with_md5
+
+STRATEGIES = ("max_min", "max_random", "max_max", "random")
+
+
+@dataclass(frozen=True)
+class SelectSettings:
+    strategy: str = "max_min"
+    length_penalty: float = 0.0  # lambda of r - lambda * |a|; the paper's concise variant uses 0.001
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.length_penalty < 0:
+            raise ValueError("length_penalty must be >= 0")
+
+
+@dataclass
+class Selection:
+    pairs: pl.DataFrame  # prompt_id, chosen/rejected response ids, texts, rewards, ranking scores
+    ties: int  # prompts whose chosen and rejected rank equal
+    identical: int  # prompts whose two selected responses are the same text
+    prompts: int
+
+
+def select_pairs(scored: pl.DataFrame, settings: SelectSettings = SelectSettings()) -> Selection:
+    """``scored``: one row per response with prompt_id, response_id, response and reward."""
+    ranked = scored.with_columns(
+        (pl.col("reward") - settings.length_penalty * pl.col("response").str.len_chars()).alias("rank_score"),
+    )
+    ranked = with_md5(ranked, "draw", pl.lit(str(settings.seed)), pl.col("prompt_id"), pl.col("response_id"))
+    # best first; equal scores broken by response id so the order never depends on input order
+    ordered = ranked.sort(["prompt_id", "rank_score", "response_id"], descending=[False, True, False])
+    best = ordered.group_by("prompt_id", maintain_order=True).first()
+    if settings.strategy == "max_min":
+        other = ordered.group_by("prompt_id", maintain_order=True).last()
+    elif settings.strategy == "max_max":
+        other = ordered.filter(pl.int_range(pl.len()).over("prompt_id") == 1)
+    elif settings.strategy == "max_random":
+        rest = ordered.filter(pl.int_range(pl.len()).over("prompt_id") > 0)
+        other = rest.sort(["prompt_id", "draw"]).group_by("prompt_id", maintain_order=True).first()
+    else:  # random: two responses drawn by their md5, the higher ranked one chosen
+        two = ordered.sort(["prompt_id", "draw"]).filter(pl.int_range(pl.len()).over("prompt_id") < 2)
+        two = two.sort(["prompt_id", "rank_score", "response_id"], descending=[False, True, False])
+        best = two.group_by("prompt_id", maintain_order=True).first()
+        other = two.group_by("prompt_id", maintain_order=True).last()
+    cols = ["prompt_id", "response_id", "response", "reward", "rank_score"]
+    pairs = best.select(cols).join(other.select(cols), on="prompt_id", suffix="_rejected").rename(
+        {"response_id": "chosen_response_id", "response": "chosen", "reward": "chosen_reward", "rank_score": "chosen_rank_score",
+         "response_id_rejected": "rejected_response_id", "response_rejected": "rejected", "reward_rejected": "rejected_reward",
+         "rank_score_rejected": "rejected_rank_score"}
+    )
+    identical = pairs["chosen"].str.strip_chars() == pairs["rejected"].str.strip_chars()
+    tie = (pairs["chosen_rank_score"] == pairs["rejected_rank_score"]) & ~identical
+    kept = pairs.filter(~identical & ~tie).sort("prompt_id")
+    return Selection(kept, int(tie.sum()), int(identical.sum()), scored["prompt_id"].n_unique())
