@@ -1,0 +1,93 @@
+"""Draw the prompts of online iteration N from the prompt table (RECIPE §3, stage 1).
+
+Deterministic for a seed, stratified by source with the mixture the settings state, and never a prompt an
+earlier (or later) iteration used: prompt ids already in ``responses`` or in online ``pairs`` of another
+iteration are excluded. A prompt found in several sources counts once, for the first of its sources in
+the mixture's order. Each source gets ``round(m * share)`` prompts (largest remainders first, so the quotas
+sum to m); a source with fewer fresh prompts than its quota gives the rest to the others in proportion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+import pyarrow.dataset as pads
+
+from pipelines import schema as S
+from pipelines.ids import with_md5
+from pipelines.lake import Lake
+
+# The recipe's prompt pool (DIBT-10K is not among the ten curated sources, so it is not in the default).
+DEFAULT_POOL = {
+    "ultrafeedback": 0.4, "helpsteer": 0.1, "distilabel_intel_orca_dpo_pairs": 0.15,
+    "ultrainteract_pair": 0.2, "distilabel_capybara_dpo_7k_binarized": 0.15,
+}
+
+
+@dataclass(frozen=True)
+class DrawSettings:
+    m: int
+    mixture: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_POOL))
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.m <= 0:
+            raise ValueError("m must be positive")
+        if not self.mixture or any(v < 0 for v in self.mixture.values()) or sum(self.mixture.values()) <= 0:
+            raise ValueError("mixture needs non-negative shares that sum to more than 0")
+
+
+def used_prompt_ids(lake: Lake, iteration: int) -> set[str]:
+    used: set[str] = set()
+    if lake.exists(S.RESPONSES):
+        used |= set(lake.read(S.RESPONSES, columns=["prompt_id"], filter=pads.field("iteration") != iteration).column("prompt_id").to_pylist())
+    if lake.exists(S.PAIRS):
+        online = (pads.field("iteration") > 0) & (pads.field("iteration") != iteration)
+        used |= set(lake.read(S.PAIRS, columns=["prompt_id"], filter=online).column("prompt_id").to_pylist())
+    return used
+
+
+def quotas(available: dict[str, int], m: int, mixture: dict[str, float]) -> dict[str, int]:
+    """Prompts per source: m split by the shares, capped by what each source has, shortfalls handed on."""
+    if sum(available.values()) < m:
+        raise ValueError(f"only {sum(available.values())} fresh prompts in {sorted(available)}, {m} asked for")
+    quota = {s: 0 for s in mixture}
+    remaining, open_sources = m, [s for s in mixture if available.get(s, 0) > 0 and mixture[s] > 0]
+    while remaining and open_sources:
+        total = sum(mixture[s] for s in open_sources)
+        exact = {s: remaining * mixture[s] / total for s in open_sources}
+        share = {s: int(exact[s]) for s in open_sources}
+        for s in sorted(open_sources, key=lambda s: (-(exact[s] - share[s]), s))[: remaining - sum(share.values())]:
+            share[s] += 1
+        for s in open_sources:
+            take = min(share[s], available[s] - quota[s])
+            quota[s] += take
+            remaining -= take
+        open_sources = [s for s in open_sources if quota[s] < available[s]]
+    if remaining:
+        raise ValueError(f"the mixture's sources have only {m - remaining} fresh prompts, {m} asked for")
+    return quota
+
+
+def draw_prompts(lake: Lake, iteration: int, settings: DrawSettings) -> pl.DataFrame:
+    """The m prompts of ``iteration``: prompt_id, source, prompt, prompt_text, in a fixed order."""
+    order = {s: i for i, s in enumerate(settings.mixture)}
+    prompts = pl.from_arrow(lake.read(S.PROMPTS, columns=["prompt_id", "source", "prompt", "prompt_text"]))
+    prompts = prompts.filter(pl.col("source").is_in(list(settings.mixture)))
+    used = used_prompt_ids(lake, iteration)
+    if used:
+        prompts = prompts.filter(~pl.col("prompt_id").is_in(pl.Series(sorted(used), dtype=pl.String).implode()))
+    prompts = (
+        prompts.with_columns(pl.col("source").replace_strict(order, return_dtype=pl.Int64).alias("_order"))
+        .sort("prompt_id", "_order").unique("prompt_id", keep="first", maintain_order=True)
+    )
+    prompts = with_md5(prompts, "_draw", pl.lit(f"{settings.seed}|{iteration}"), pl.col("prompt_id"))
+    available = dict(prompts.group_by("source").len().iter_rows())
+    quota = quotas(available, settings.m, settings.mixture)
+    drawn = (
+        prompts.sort("source", "_draw")
+        .filter(pl.int_range(pl.len()).over("source") < pl.col("source").replace_strict(quota, default=0, return_dtype=pl.Int64))
+        .sort("_order", "_draw")
+    )
+    return drawn.select("prompt_id", "source", "prompt", "prompt_text")
