@@ -43,6 +43,7 @@ from pipelines.sources import Adapter
 from pipelines.sources.reading import (
     InputReport,
     RawBatch,
+    check_local,
     read_hub,
     read_local,
     regroup,
@@ -249,6 +250,9 @@ def curate(
         gates = Gatekeeper(GateContext(iterations=(0,), sources=tuple(a.name for a in adapters)), run.run_id)
         verdicts: list[Verdict] = []
         try:
+            if not hub:  # fail fast: every file of every source is checked before any row is processed
+                for adapter in adapters:
+                    check_local(adapter.name, data_dir / adapter.name, adapter.raw_schema, InputReport())
             seen = Seen.load(lake)
             with staging(lake) as stage:
                 for adapter in adapters:

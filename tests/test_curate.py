@@ -66,7 +66,7 @@ def test_missing_column_fails_fast_and_writes_nothing(lake: Lake, tmp_path: Path
         curate(["helpsteer", "shp"], lake, data, progress=False)
     assert err.value.source == "shp" and err.value.column == "labels"
     assert "'shp'" in str(err.value) and "'labels'" in str(err.value)
-    assert lake.read(S.PAIRS).num_rows == 0  # helpsteer ran first, yet nothing of it landed
+    assert lake.read(S.PAIRS).num_rows == 0  # helpsteer comes first, yet nothing of it landed
     assert not lake.exists("raw_helpsteer")
     assert run_query(lake, "SELECT status FROM runs").column("status").to_pylist() == ["failed"]
 

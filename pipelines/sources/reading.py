@@ -128,16 +128,22 @@ def _json_batches(path: Path, schema: pa.Schema) -> Iterator[pa.Table]:
         yield pa.Table.from_batches([batch])
 
 
-def read_local(source: str, source_dir: Path, schema: pa.Schema, report: InputReport) -> Iterator[RawBatch]:
-    """Raw batches of every file below ``source_dir`` (checked for columns first, all of them)."""
+def check_local(source: str, source_dir: Path, schema: pa.Schema, report: InputReport) -> list[Path]:
+    """The source's files, each checked for the schema's columns (reads one record a file); fills ``report``."""
     files = local_files(source_dir)
     if not files:
         raise FileNotFoundError(f"source {source!r}: no .jsonl/.json/.parquet files in {source_dir}")
-    for path in files:  # fail fast: every file's columns are checked before any row is processed
+    for path in files:
         extra = check_columns(path, schema, source)
         if extra:
             report.ignored_columns[str(path)] = extra
         report.files.append({"path": str(path), "bytes": path.stat().st_size})
+    return files
+
+
+def read_local(source: str, source_dir: Path, schema: pa.Schema, report: InputReport) -> Iterator[RawBatch]:
+    """Raw batches of every file below ``source_dir`` (checked for columns first, all of them)."""
+    files = check_local(source, source_dir, schema, report)
     for path in files:
         split = _strip_suffix(str(path.relative_to(source_dir)))
         index = 0
