@@ -25,6 +25,7 @@ VALIDATIONS = "validations"
 RESPONSES = "responses"
 SCORES = "scores"
 MODELS = "models"
+ITERATIONS = "iterations"
 TRAINING_PAIRS = "training_pairs"
 
 
@@ -178,6 +179,24 @@ SCORE_SCHEMA = pa.schema(
     ]
 )
 
+# The online iteration's stage log: one row per stage event (started / done / failed) of iteration N.
+ITERATION_SCHEMA = pa.schema(
+    [
+        ("iteration", pa.int32()),
+        ("stage", pa.string()),  # prompts | generate | score | select | report | train
+        ("status", pa.string()),  # started | done | failed
+        ("run_id", pa.string()),
+        ("policy_model_id", pa.string()),
+        ("reward_model_id", pa.string()),
+        ("versions_read", pa.string()),  # JSON table -> version
+        ("versions_written", pa.string()),
+        ("counts", pa.string()),  # JSON
+        ("seconds", pa.float64()),
+        ("error", pa.string()),
+        ("at", TIMESTAMP),
+    ]
+)
+
 # Every training run (reward model, DPO): what it read, how, and what it produced.
 MODEL_SCHEMA = pa.schema(
     [
@@ -237,6 +256,7 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     RESPONSES: (RESPONSE_SCHEMA, ["iteration"]),
     SCORES: (SCORE_SCHEMA, ["iteration"]),
     MODELS: (MODEL_SCHEMA, []),
+    ITERATIONS: (ITERATION_SCHEMA, []),
     TRAINING_PAIRS: (TRAINING_PAIR_SCHEMA, []),
 }
 

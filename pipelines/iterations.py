@@ -1,0 +1,70 @@
+"""The stage log of the online iteration: what ``run_iteration.py --iter N`` has done, and what is left.
+
+Each stage of iteration N appends ``started`` then ``done`` (or ``failed``) to the ``iterations`` table,
+with the versions it read and wrote, its counts and its time. A stage's state is its latest event, so a
+crashed stage (``started`` without ``done``) is simply not done, and the same command resumes there.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from pipelines import schema as S
+from pipelines.lake import Lake
+
+STAGES = ("prompts", "generate", "score", "select", "report", "train")
+
+
+class IterationOrderError(RuntimeError):
+    """Iteration N was asked for before iteration N-1 finished."""
+
+
+def stage_states(lake: Lake, iteration: int) -> dict[str, str]:
+    """Latest status of each stage of ``iteration`` that has any event."""
+    if not lake.exists(S.ITERATIONS):
+        return {}
+    events = lake.read(S.ITERATIONS, columns=["stage", "status", "at"], filter=pads.field("iteration") == iteration).sort_by("at")
+    return dict(zip(events.column("stage").to_pylist(), events.column("status").to_pylist()))
+
+
+def require_previous_complete(lake: Lake, iteration: int) -> None:
+    """Iteration 1 may always start; iteration N needs N-1's last stage done (it produced the policy N uses)."""
+    if iteration < 1:
+        raise IterationOrderError("iterations are numbered from 1 (iteration 0 is the curated offline data)")
+    if iteration == 1:
+        return
+    previous = stage_states(lake, iteration - 1)
+    if previous.get(STAGES[-1]) != "done":
+        done = [s for s in STAGES if previous.get(s) == "done"]
+        raise IterationOrderError(
+            f"iteration {iteration - 1} has not finished (stages done: {', '.join(done) or 'none'}); "
+            f"run: python pipelines/run_iteration.py --iter {iteration - 1}"
+        )
+
+
+def pending_stages(lake: Lake, iteration: int, from_stage: str | None = None, force: bool = False) -> list[str]:
+    """Stages still to run: those not done, or all from ``from_stage`` on when forced or named."""
+    if from_stage is not None and from_stage not in STAGES:
+        raise ValueError(f"--from-stage must be one of {', '.join(STAGES)}, not {from_stage!r}")
+    states = stage_states(lake, iteration)
+    start = STAGES.index(from_stage) if from_stage else 0
+    return [s for i, s in enumerate(STAGES) if i >= start and (force or from_stage or states.get(s) != "done")]
+
+
+def record(lake: Lake, iteration: int, stage: str, status: str, run_id: str, **fields) -> None:
+    """Append one stage event."""
+    if stage not in STAGES or status not in ("started", "done", "failed"):
+        raise ValueError(f"unknown stage or status: {stage!r}, {status!r}")
+    dumps = lambda v: None if v is None else json.dumps(v, sort_keys=True, default=str)  # noqa: E731
+    row = {
+        "iteration": iteration, "stage": stage, "status": status, "run_id": run_id,
+        "policy_model_id": fields.get("policy_model_id"), "reward_model_id": fields.get("reward_model_id"),
+        "versions_read": dumps(fields.get("versions_read")), "versions_written": dumps(fields.get("versions_written")),
+        "counts": dumps(fields.get("counts")), "seconds": fields.get("seconds"), "error": fields.get("error"),
+        "at": datetime.now(UTC),
+    }
+    lake.append(S.ITERATIONS, pa.Table.from_pylist([row], schema=S.ITERATION_SCHEMA))
