@@ -14,9 +14,8 @@ from pipelines.sources.base import (
     concat_rejects,
     conform_candidates,
     rejects,
-    user_prompt,
 )
-from pipelines.sources.multi_response import all_comparisons
+from pipelines.sources.multi_response import all_comparisons, response_rows
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
@@ -50,16 +49,8 @@ class HelpSteer(Adapter):
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         numbered = rows.with_columns(pl.int_range(pl.len()).over("prompt").alias("response_index"))
         surplus = numbered.filter(pl.col("response_index") >= self.settings.max_responses_per_prompt)
-        responses = numbered.filter(pl.col("response_index") < self.settings.max_responses_per_prompt).select(
-            pl.col("prompt").alias("group"),
-            "response_index",
-            pl.col("_raw_key").alias("raw_key"),
-            pl.col("_split").alias("split"),
-            user_prompt(pl.col("prompt")).alias("prompt"),
-            pl.col("response").alias("reply"),
-            self._score().alias("score"),
-            pl.lit(None, dtype=pl.String).alias("model"),
-        )
+        kept = numbered.filter(pl.col("response_index") < self.settings.max_responses_per_prompt)
+        responses = response_rows(kept, pl.col("prompt"), "prompt", self._score(), pl.lit(None, dtype=pl.String))
         sizes = responses.group_by("group").len()
         single = responses.join(sizes.filter(pl.col("len") == 1), on="group", how="semi")
         pairs = all_comparisons(responses, keys_from_both=True)

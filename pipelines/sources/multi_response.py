@@ -20,6 +20,20 @@ from pipelines.sources.base import (
 )
 
 
+def response_rows(df: pl.DataFrame, group: pl.Expr, prompt_text: str, score: pl.Expr, model: pl.Expr) -> pl.DataFrame:
+    """The input of :func:`all_comparisons` from raw-shaped rows (``_raw_key``, ``_split``, ``response``)."""
+    return df.select(
+        group.alias("group"),
+        "response_index",
+        pl.col("_raw_key").alias("raw_key"),
+        pl.col("_split").alias("split"),
+        user_prompt(pl.col(prompt_text)).alias("prompt"),
+        pl.col("response").alias("reply"),
+        score.alias("score"),
+        model.alias("model"),
+    )
+
+
 def all_comparisons(responses: pl.DataFrame, keys_from_both: bool) -> pl.DataFrame:
     """Self-join responses of the same group (i < j) and orient each pair by score.
 
@@ -70,15 +84,6 @@ def compare_scored(scored: pl.DataFrame, item: str, reason: pl.Expr) -> Candidat
     """
     missing = pl.col("score").is_null() | pl.col("score").is_nan()
     unrated = scored.filter(missing).with_columns(pl.format(item + " {}", pl.col("response_index")).alias("item"))
-    responses = scored.filter(~missing).select(
-        pl.col("_raw_key").alias("group"),
-        "response_index",
-        pl.col("_raw_key").alias("raw_key"),
-        pl.col("_split").alias("split"),
-        user_prompt(pl.col("instruction")).alias("prompt"),
-        pl.col("response").alias("reply"),
-        "score",
-        "model",
-    )
+    responses = response_rows(scored.filter(~missing), pl.col("_raw_key"), "instruction", pl.col("score"), pl.col("model"))
     pairs = all_comparisons(responses, keys_from_both=False)
     return Candidates(conform_candidates(pairs), concat_rejects([rejects(unrated, "response", INVALID, "non_numeric_rating", reason)]))
