@@ -1,0 +1,60 @@
+"""The reward-scoring API on a tiny randomly initialised Llama with SmolLM2's real tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[dev]')")
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from training.models import load_gguf_tokenizer, tiny_llama
+
+    try:
+        tokenizer = load_gguf_tokenizer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id  # the GGUF ships pad = EOS; we replace it
+    return str(tiny_llama(tmp_path_factory.mktemp("tiny-rm"), tokenizer))
+
+
+PROMPTS = [[{"role": "user", "content": f"Question {i}: " + "why? " * (i % 7)}] for i in range(24)]
+RESPONSES = [("Because. " * (1 + (i * 5) % 11)).strip() for i in range(24)]
+
+
+def test_batched_scores_equal_one_by_one_scores(tiny_reward_model: str) -> None:
+    from training.scoring import RewardScorer
+
+    scorer = RewardScorer(tiny_reward_model, batch_tokens=512, max_batch=8)
+    batched = scorer.score(PROMPTS, RESPONSES, progress=False)
+    single = scorer.score(PROMPTS, RESPONSES, progress=False, bucketed=False)
+    assert batched.shape == (24,)
+    np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)  # padding never changes a score
+    assert len(np.unique(np.round(batched, 6))) > 20  # distinct inputs, distinct scores (the pad = EOS bug made them equal)
+    np.testing.assert_array_equal(batched, scorer.score(PROMPTS, RESPONSES, progress=False))  # deterministic
+
+
+def test_batches_respect_the_token_budget(tiny_reward_model: str) -> None:
+    from training.scoring import RewardScorer
+
+    scorer = RewardScorer(tiny_reward_model, batch_tokens=100, max_batch=4)
+    lengths = [10, 50, 20, 30, 5, 45, 12]
+    groups = scorer.batches(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(7))
+    for g in groups:
+        assert max(lengths[i] for i in g) * len(g) <= 100 or len(g) == 1
+        assert len(g) <= 4
+
+
+def test_default_model_is_the_embedded_one_and_materialises_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.models as models
+
+    calls = []
+    monkeypatch.setattr(models, "materialise_default", lambda d=None, progress=True: calls.append(d) or Path("/models/default"))
+    assert models.resolve("default") == "/models/default" and len(calls) == 1
+    assert models.resolve("some-org/some-model") == "some-org/some-model" and len(calls) == 1

