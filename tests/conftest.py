@@ -34,3 +34,17 @@ def shared_sources() -> Path:
     if not SHARED_SOURCES.is_dir():
         pytest.skip(f"../shared/sources not found at {SHARED_SOURCES}: real sample rows unavailable")
     return SHARED_SOURCES
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny randomly initialised Llama with SmolLM2's real tokenizer (read from the embedded GGUF)."""
+    pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[dev]')")
+    from training.models import load_gguf_tokenizer, tiny_llama
+
+    try:
+        tokenizer = load_gguf_tokenizer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id  # the GGUF ships pad = EOS; we replace it
+    return str(tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer))

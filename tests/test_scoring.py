@@ -11,26 +11,14 @@ pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[d
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="session")
-def tiny_reward_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from training.models import load_gguf_tokenizer, tiny_llama
-
-    try:
-        tokenizer = load_gguf_tokenizer()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    assert tokenizer.pad_token_id != tokenizer.eos_token_id  # the GGUF ships pad = EOS; we replace it
-    return str(tiny_llama(tmp_path_factory.mktemp("tiny-rm"), tokenizer))
-
-
 PROMPTS = [[{"role": "user", "content": f"Question {i}: " + "why? " * (i % 7)}] for i in range(24)]
 RESPONSES = [("Because. " * (1 + (i * 5) % 11)).strip() for i in range(24)]
 
 
-def test_batched_scores_equal_one_by_one_scores(tiny_reward_model: str) -> None:
+def test_batched_scores_equal_one_by_one_scores(tiny_model: str) -> None:
     from training.scoring import RewardScorer
 
-    scorer = RewardScorer(tiny_reward_model, batch_tokens=512, max_batch=8)
+    scorer = RewardScorer(tiny_model, batch_tokens=512, max_batch=8)
     batched = scorer.score(PROMPTS, RESPONSES, progress=False)
     single = scorer.score(PROMPTS, RESPONSES, progress=False, bucketed=False)
     assert batched.shape == (24,)
@@ -39,10 +27,10 @@ def test_batched_scores_equal_one_by_one_scores(tiny_reward_model: str) -> None:
     np.testing.assert_array_equal(batched, scorer.score(PROMPTS, RESPONSES, progress=False))  # deterministic
 
 
-def test_batches_respect_the_token_budget(tiny_reward_model: str) -> None:
+def test_batches_respect_the_token_budget(tiny_model: str) -> None:
     from training.scoring import RewardScorer
 
-    scorer = RewardScorer(tiny_reward_model, batch_tokens=100, max_batch=4)
+    scorer = RewardScorer(tiny_model, batch_tokens=100, max_batch=4)
     lengths = [10, 50, 20, 30, 5, 45, 12]
     groups = scorer.batches(lengths)
     assert sorted(i for g in groups for i in g) == list(range(7))

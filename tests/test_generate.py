@@ -1,0 +1,40 @@
+"""Generation with the transformers engine on a tiny random Llama: n per prompt, the temperature split, determinism."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[dev]')")
+
+from pipelines.generate import SamplingSettings, generate_transformers  # noqa: E402
+from pipelines.guard import append_responses  # noqa: E402
+from pipelines.lake import Lake  # noqa: E402
+
+PROMPTS = pl.DataFrame({
+    "prompt_id": ["p1", "p2", "p3"],
+    "prompt": [[{"role": "user", "content": q}] for q in ("Name a colour.", "Count to three.", "Say hello.")],
+})
+
+
+def test_n_responses_per_prompt_deterministic_and_accepted_by_the_gates(tiny_model: str, lake: Lake) -> None:
+    settings = SamplingSettings(n=4, max_new_tokens=8, seed=3)
+    first = generate_transformers(tiny_model, PROMPTS, 1, settings, "tiny-policy", "run-a", progress=False)
+    assert first.height == 12
+    assert first.group_by("prompt_id").len()["len"].to_list() == [4, 4, 4]
+    assert sorted(first.filter(pl.col("prompt_id") == "p1")["temperature"].to_list()) == [0.7, 0.7, 1.0, 1.0]
+    assert (first["n_tokens"] <= 8).all() and first["response_id"].is_unique().all()
+    # a prompt's responses do not depend on the other prompts of the run (what resuming relies on)
+    alone = generate_transformers(tiny_model, PROMPTS.tail(1), 1, settings, "tiny-policy", "run-b", progress=False)
+    assert alone["response"].to_list() == first.filter(pl.col("prompt_id") == "p3")["response"].to_list()
+    assert alone["response_id"].to_list() == first.filter(pl.col("prompt_id") == "p3")["response_id"].to_list()
+    other = generate_transformers(tiny_model, PROMPTS, 1, SamplingSettings(n=4, max_new_tokens=8, seed=4), "tiny-policy", "r", progress=False)
+    assert other["response"].to_list() != first["response"].to_list()
+    assert append_responses(lake, first, iteration=1, n=4).landed == 12
+
+
+def test_sampling_settings_split_and_validate() -> None:
+    assert SamplingSettings(n=8).per_temperature() == [(1.0, 4), (0.7, 4)]
+    assert SamplingSettings(n=5).per_temperature() == [(1.0, 3), (0.7, 2)]
+    with pytest.raises(ValueError, match="at least 2"):
+        SamplingSettings(n=1)
