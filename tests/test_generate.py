@@ -38,3 +38,14 @@ def test_sampling_settings_split_and_validate() -> None:
     assert SamplingSettings(n=5).per_temperature() == [(1.0, 3), (0.7, 2)]
     with pytest.raises(ValueError, match="at least 2"):
         SamplingSettings(n=1)
+
+
+def test_generated_responses_scored_and_appended(tiny_model: str, lake: Lake) -> None:
+    from pipelines.guard import append_scores
+    from training.scoring import RewardScorer, score_responses
+
+    responses = generate_transformers(tiny_model, PROMPTS, 1, SamplingSettings(n=2, max_new_tokens=6), "tiny-policy", "r", progress=False)
+    append_responses(lake, responses, iteration=1, n=2)
+    scores = score_responses(RewardScorer(tiny_model), responses, "tiny-rm", "r", progress=False)
+    assert scores["response_id"].to_list() == responses["response_id"].to_list() and scores["reward"].is_finite().all()
+    assert append_scores(lake, scores, iteration=1, n=2).landed == 6

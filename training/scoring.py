@@ -72,3 +72,16 @@ class RewardScorer:
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
                 out[group] = logits.double().numpy()
         return out
+
+
+def score_responses(scorer: RewardScorer, responses, reward_model_id: str, run_id: str, progress: bool = True):
+    """Rows of the ``scores`` table for rows of the ``responses`` table: one reward per response, same order."""
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    rewards = scorer.score(responses["prompt"].to_list(), responses["response"].to_list(), progress=progress)
+    return responses.select("response_id", "prompt_id", "iteration").with_columns(
+        pl.Series("reward", rewards, dtype=pl.Float64), pl.lit(reward_model_id).alias("reward_model_id"),
+        pl.lit(run_id).alias("run_id"), pl.lit(datetime.now(UTC), pl.Datetime("us", "UTC")).alias("created_at"),
+    )
