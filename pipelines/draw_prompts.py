@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
-import pyarrow.dataset as pads
 
 from pipelines import schema as S
+from pipelines.guard import used_prompts, used_response_prompts
 from pipelines.ids import with_md5
 from pipelines.lake import Lake
 
@@ -39,13 +39,8 @@ class DrawSettings:
 
 
 def used_prompt_ids(lake: Lake, iteration: int) -> set[str]:
-    used: set[str] = set()
-    if lake.exists(S.RESPONSES):
-        used |= set(lake.read(S.RESPONSES, columns=["prompt_id"], filter=pads.field("iteration") != iteration).column("prompt_id").to_pylist())
-    if lake.exists(S.PAIRS):
-        online = (pads.field("iteration") > 0) & (pads.field("iteration") != iteration)
-        used |= set(lake.read(S.PAIRS, columns=["prompt_id"], filter=online).column("prompt_id").to_pylist())
-    return used
+    """Prompts other iterations generated responses for or made online pairs from."""
+    return used_response_prompts(lake, iteration) | used_prompts(lake, iteration)
 
 
 def quotas(available: dict[str, int], m: int, mixture: dict[str, float]) -> dict[str, int]:
