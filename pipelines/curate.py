@@ -44,8 +44,8 @@ from pipelines.sources.reading import (
     InputReport,
     RawBatch,
     check_local,
+    read_files,
     read_hub,
-    read_local,
     regroup,
 )
 from quality.checks import pair_facts, prompt_facts, raw_facts
@@ -220,12 +220,13 @@ def process_batch(
     gates.observe(S.PROMPTS, "prompts", prompt_facts(prompts))
 
 
-def iter_batches(adapter: Adapter, data_dir: Path | None, hub: bool, report: InputReport):
-    if hub:
+def iter_batches(adapter: Adapter, data_dir: Path | None, files: list[Path] | None, report: InputReport):
+    """The source's raw batches: from its checked local ``files`` under ``data_dir``, or from the hub when ``files`` is None."""
+    if files is None:
         batches = read_hub(adapter.name, adapter.hub_id, adapter.hub_revision, adapter.hub_data_dirs, adapter.raw_schema, report)
     else:
         assert data_dir is not None
-        batches = read_local(adapter.name, data_dir / adapter.name, adapter.raw_schema, report)
+        batches = read_files(adapter.name, data_dir / adapter.name, files, adapter.raw_schema)
     return regroup(batches, adapter.group_column, adapter.name) if adapter.group_column else batches
 
 
@@ -250,17 +251,19 @@ def curate(
         gates = Gatekeeper(GateContext(iterations=(0,), sources=tuple(a.name for a in adapters)), run.run_id)
         verdicts: list[Verdict] = []
         try:
+            reports = {a.name: InputReport() for a in adapters}
+            files: dict[str, list[Path] | None] = {a.name: None for a in adapters}
             if not hub:  # fail fast: every file of every source is checked before any row is processed
-                for adapter in adapters:
-                    check_local(adapter.name, data_dir / adapter.name, adapter.raw_schema, InputReport())
+                for a in adapters:
+                    files[a.name] = check_local(a.name, data_dir / a.name, a.raw_schema, reports[a.name])
             seen = Seen.load(lake)
             with staging(lake) as stage:
                 for adapter in adapters:
                     t0 = time.perf_counter()
                     summary = SourceSummary(adapter.name)
-                    report = InputReport()
+                    report = reports[adapter.name]
                     bar = tqdm(desc=f"curate {adapter.name}", unit=" rows", disable=not progress, leave=False)
-                    for batch in iter_batches(adapter, data_dir, hub, report):
+                    for batch in iter_batches(adapter, data_dir, files[adapter.name], report):
                         process_batch(adapter, batch, lake, seen, stage, gates, run, summary)
                         bar.update(batch.table.num_rows)
                     bar.close()

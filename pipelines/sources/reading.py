@@ -143,7 +143,11 @@ def check_local(source: str, source_dir: Path, schema: pa.Schema, report: InputR
 
 def read_local(source: str, source_dir: Path, schema: pa.Schema, report: InputReport) -> Iterator[RawBatch]:
     """Raw batches of every file below ``source_dir`` (checked for columns first, all of them)."""
-    files = check_local(source, source_dir, schema, report)
+    return read_files(source, source_dir, check_local(source, source_dir, schema, report), schema)
+
+
+def read_files(source: str, source_dir: Path, files: list[Path], schema: pa.Schema) -> Iterator[RawBatch]:
+    """Raw batches of ``files`` (already checked by :func:`check_local`), split named by path below ``source_dir``."""
     for path in files:
         split = _strip_suffix(str(path.relative_to(source_dir)))
         index = 0
