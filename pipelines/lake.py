@@ -149,9 +149,6 @@ class Lake:
     ) -> pa.Table:
         return self.dataset(table, version).to_table(columns=columns, filter=filter)
 
-    def history(self, table: str) -> list[dict]:
-        return self.delta(table).history()
-
     # ------------------------------------------------------------------ writing
     def create(self, table: str, schema: pa.Schema, partition_by: list[str] | None = None) -> None:
         """Create an empty table (version 0) unless it exists, so readers can query it before any append."""
@@ -171,7 +168,6 @@ class Lake:
         data: pa.Table | pa.RecordBatchReader,
         partition_by: list[str] | None = None,
         metadata: Mapping[str, str] | None = None,
-        merge_schema: bool = False,
     ) -> int:
         """Append ``data`` in one atomic commit and return the new version.
 
@@ -184,7 +180,6 @@ class Lake:
             data,
             mode="append",
             partition_by=partition_by or None,
-            schema_mode="merge" if merge_schema else None,
             storage_options=self.storage_options or None,
             commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
         )

@@ -102,10 +102,6 @@ def parse_number(expr: pl.Expr) -> pl.Expr:
     return expr.str.strip_chars().cast(pl.Float64, strict=False)
 
 
-def empty_candidates() -> pl.DataFrame:
-    return pl.DataFrame(schema=CANDIDATE_SCHEMA)
-
-
 def conform_candidates(df: pl.DataFrame) -> pl.DataFrame:
     """Fill the optional candidate columns with nulls and order them as CANDIDATE_SCHEMA."""
     missing = [pl.lit(None, dtype=t).alias(c) for c, t in CANDIDATE_SCHEMA.items() if c not in df.columns]
