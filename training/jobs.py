@@ -1,0 +1,158 @@
+"""What the reward-model and DPO jobs share: optimisation settings, model ids, crash-safe output, resumption.
+
+A job's model id is a hash of everything that decides its weights (kind, base model, snapshot, settings),
+so running the same job twice finds the first run's registered model and returns it instead of training
+again, and a job killed mid-way leaves only a hidden staging folder, never a half checkpoint under its id.
+DeepSpeed runs through the Hugging Face Trainer: pass a JSON config (``training/deepspeed/``) as
+``deepspeed``, single process here, or launch with ``accelerate launch --config_file training/accelerate/…``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from pipelines import schema as S
+from pipelines.lake import Lake
+from training.snapshot import Selection
+
+DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
+
+
+@dataclass(frozen=True)
+class Optimisation:
+    """Trainer settings both jobs take (the recipe's values live in the presets)."""
+
+    learning_rate: float = 5e-7
+    epochs: float = 1.0
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 2048
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    seed: int = 42
+    deepspeed: str | None = None  # a JSON config path, or zero2 / zero3 for training/deepspeed/zero{2,3}.json
+    # which pairs: see training.snapshot.Selection
+    mixture: str = "mix2"
+    sources: tuple[str, ...] = ()
+    caps: dict[str, int] = field(default_factory=dict)
+    fractions: dict[str, float] = field(default_factory=dict)
+    size_matched: int | None = None
+    where: str | None = None
+    eval_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0 or self.epochs <= 0 or self.per_device_batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("learning_rate and epochs must be positive, batch sizes at least 1")
+        if self.deepspeed:
+            deepspeed_config(self.deepspeed)  # fails now, not after the data is read
+
+    def selection(self, iterations: str = "offline", max_iteration: int = 0) -> Selection:
+        return Selection(mixture=self.mixture, sources=tuple(self.sources), iterations=iterations, max_iteration=max_iteration,
+                         caps=dict(self.caps), fractions=dict(self.fractions), size_matched=self.size_matched, where=self.where,
+                         eval_fraction=self.eval_fraction, seed=self.seed)
+
+    def trainer_kwargs(self, output_dir: Path) -> dict:
+        """Keyword arguments common to TRL's RewardConfig and DPOConfig."""
+        import torch
+
+        kwargs = dict(
+            output_dir=str(output_dir), learning_rate=self.learning_rate, num_train_epochs=self.epochs,
+            per_device_train_batch_size=self.per_device_batch_size, per_device_eval_batch_size=self.per_device_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps, max_length=self.max_length,
+            warmup_steps=self.warmup_ratio, lr_scheduler_type=self.lr_scheduler, seed=self.seed, data_seed=self.seed,
+            report_to="none", save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), dataset_num_proc=None,
+        )
+        if self.deepspeed:
+            kwargs["deepspeed"] = str(deepspeed_config(self.deepspeed))
+            single_process_env()
+        return kwargs
+
+
+def deepspeed_config(name: str) -> Path:
+    path = DEEPSPEED_DIR / f"{name}.json" if name in ("zero2", "zero3") else Path(name)
+    if not path.exists():
+        raise ValueError(f"DeepSpeed config {name!r} not found (zero2, zero3 or a JSON path)")
+    json.loads(path.read_text())
+    return path
+
+
+def single_process_env() -> None:
+    """The torch.distributed variables a launcher would set, for a single process (kept when already set)."""
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+
+
+def model_key(path: str, models_dir: Path) -> str:
+    """The id a model is known by: its folder name for models of ours, else the path or hub id as given."""
+    p = Path(path)
+    if p.exists() and p.resolve().parent == models_dir.resolve():
+        return p.name
+    return str(p.resolve()) if p.exists() else path
+
+
+def job_model_id(kind: str, **inputs) -> str:
+    spec = json.dumps(inputs, sort_keys=True, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+    return f"{kind}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+
+
+def finished_model(lake: Lake, model_id: str) -> dict | None:
+    """The registered row of ``model_id`` if it finished and its weights are still there (then the job is done)."""
+    if not lake.exists(S.MODELS):
+        return None
+    rows = lake.read(S.MODELS).filter(pc.equal(pc.field("model_id"), model_id)).to_pylist()
+    done = [r for r in rows if r["status"] == "succeeded" and Path(r["output_path"], "config.json").exists()]
+    return done[-1] if done else None
+
+
+@contextmanager
+def staged_output(models_dir: Path, model_id: str) -> Iterator[Path]:
+    """A hidden folder to save into; renamed to ``models_dir/model_id`` only when the block succeeds."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / model_id
+    stage = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=models_dir))
+    try:
+        yield stage
+        if target.exists():  # an earlier run saved but died before registering: replace it
+            shutil.rmtree(target)
+        stage.rename(target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def pair_rows(lake: Lake, snapshot, split: str = "train") -> list[dict]:
+    """Texts of a snapshot split, in the snapshot's order, as TRL's conversational preference rows."""
+    import polars as pl
+
+    from pipelines.sql import connect
+
+    ids = (snapshot.train if split == "train" else snapshot.eval).select(["pair_id", "source"])
+    if ids.num_rows == 0:
+        return []
+    spec = ",".join(f"{t}={v}" for t, v in sorted(snapshot.versions.items()))
+    con, _ = connect(lake, as_of=spec)
+    try:
+        con.register("wanted", ids)
+        texts = pl.from_arrow(con.sql(
+            "SELECT w.pair_id, w.source, p.prompt, p.chosen, p.rejected FROM wanted w "
+            "JOIN (SELECT DISTINCT ON (pair_id) pair_id, prompt, chosen, rejected FROM pairs) p USING (pair_id)").to_arrow_table())
+    finally:
+        con.close()
+    by_id = {r["pair_id"]: r for r in texts.iter_rows(named=True)}
+    return [{"pair_id": p, "source": by_id[p]["source"], "prompt": by_id[p]["prompt"], "chosen": by_id[p]["chosen"][-1:],
+             "rejected": by_id[p]["rejected"][-1:]} for p in ids.column("pair_id").to_pylist()]

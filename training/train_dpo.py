@@ -1,0 +1,174 @@
+"""DPO on a lake snapshot of historical pairs with TRL, behind the quality report's gate; registers the policy.
+
+    python training/train_dpo.py --iter 0 --preset cpu                       # offline pairs only, embedded SmolLM2
+    python training/train_dpo.py --iter 2 --policy data/models/dpo-… --set dpo.reference=previous --set dpo.pairs=latest
+    accelerate launch --config_file training/accelerate/deepspeed_zero2.yaml training/train_dpo.py --iter 2 --preset paper
+
+The recipe's two variants are settings (RECIPE §3): ``dpo.reference`` = ``initial`` (π0 stays the fixed
+reference, the paper) or ``previous`` (the policy being trained is its own reference, the public scripts);
+``dpo.pairs`` = ``all`` (every historical pair up to iteration N, the paper) or ``latest`` (iteration N's
+own pairs). The job first builds the quality report for the snapshot and refuses to train on a failed one
+unless ``--override-quality`` is given; the override is recorded with the model and in the run log.
+Reference log-probabilities come from the lake when this (pair, reference, encoding) was seen before
+(``training.reference_logps``); only missing ones are computed, and then stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines.config import build, check_sections, load_layers
+from pipelines.lake import DEFAULT_LAKE, Lake
+from pipelines.runlog import RunRecord
+from training import models
+from training.jobs import Optimisation, finished_model, job_model_id, model_key, pair_rows, staged_output
+from training.lineage import register_model
+from training.snapshot import resolve
+
+
+@dataclass(frozen=True)
+class DPOSettings(Optimisation):
+    learning_rate: float = 5e-7
+    epochs: float = 2.0
+    beta: float = 0.1
+    reference: str = "initial"  # initial: π0 fixed (paper) | previous: the policy being trained (public scripts)
+    pairs: str = "all"  # all: every historical pair (paper) | latest: only iteration N's | offline
+    truncation_mode: str = "keep_start"
+    store_reference_logps: bool = True  # False: the reference model runs on every batch of every epoch
+    precompute_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reference not in ("initial", "previous"):
+            raise ValueError(f"reference must be initial or previous, not {self.reference!r}")
+        if self.pairs not in ("all", "latest", "offline"):
+            raise ValueError(f"pairs must be all, latest or offline, not {self.pairs!r}")
+        if self.beta <= 0:
+            raise ValueError("beta must be positive")
+
+
+def quality_gate(lake: Lake, iteration: int, override: bool, report=None, reports_dir: Path | None = None) -> dict:
+    """Build (or take) the report for the snapshot and refuse a failed one unless overridden; what to record."""
+    from quality.report import DEFAULT_OUT, build_report, require_passing
+
+    report = report or build_report(lake, iteration, reports_dir or DEFAULT_OUT)
+    if report.failed and override:
+        print(f"WARNING: training on a snapshot whose quality report FAILED (--override-quality): {report.html_path}", file=sys.stderr)
+        for failure in report.failures:
+            print(f"  - {failure}", file=sys.stderr)
+    return require_passing(report, override)
+
+
+def train_dpo(
+    lake: Lake, settings: DPOSettings, iteration: int, policy: str = models.DEFAULT, initial: str = models.DEFAULT,
+    models_dir: Path = models.DEFAULT_DIR, override_quality: bool = False, report=None, reports_dir: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train the policy for iteration ``iteration + 1`` (or find it if this exact job ran); returns its models row."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from training.reference_logps import LakeDPOTrainer, ReferenceStore, encoding_key
+
+    policy_path, initial_path = models.resolve(policy, models_dir), models.resolve(initial, models_dir)
+    reference_path = initial_path if settings.reference == "initial" else policy_path
+    snapshot = resolve(lake, settings.selection(iterations=settings.pairs, max_iteration=iteration))
+    quality = quality_gate(lake, iteration, override_quality, report, reports_dir)
+    model_id = job_model_id("dpo", policy=model_key(policy_path, models_dir), reference=model_key(reference_path, models_dir),
+                            snapshot=snapshot.snapshot_hash, settings=settings)
+    done = finished_model(lake, model_id)
+    if done:
+        print(f"policy {model_id} already trained on this snapshot: {done['output_path']}", file=sys.stderr)
+        return done
+    train_rows, eval_rows = pair_rows(lake, snapshot, "train"), pair_rows(lake, snapshot, "eval")
+    if not train_rows:
+        raise ValueError(f"the snapshot {snapshot.snapshot_hash} has no training pairs: {snapshot.describe()}")
+    run = RunRecord("train_dpo", {"iteration": iteration, "policy": policy_path, "reference": reference_path, "settings": asdict(settings),
+                                  "override_quality": override_quality, "quality": quality})
+    run.versions_before = snapshot.versions
+    t0 = time.perf_counter()
+    try:
+        tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(policy_path))
+        as_rows = lambda rows: Dataset.from_list([{k: r[k] for k in ("pair_id", "prompt", "chosen", "rejected")} for r in rows])  # noqa: E731
+        train_set, eval_set = as_rows(train_rows), (as_rows(eval_rows) if eval_rows else None)
+        store = ReferenceStore(lake, model_key(reference_path, models_dir), encoding_key(tokenizer, settings.max_length, settings.truncation_mode), run.run_id)
+        all_ids = [r["pair_id"] for r in train_rows + eval_rows]
+        # the reference model is loaded only when it differs from the policy and some of its numbers are missing
+        needs_reference = reference_path != policy_path and (not settings.store_reference_logps or store.missing(all_ids))
+        ref_model = AutoModelForCausalLM.from_pretrained(reference_path, dtype=torch.float32) if needs_reference else None
+        with staged_output(models_dir, model_id) as out:
+            config = DPOConfig(
+                **settings.trainer_kwargs(out / "trainer"), beta=settings.beta, truncation_mode=settings.truncation_mode,
+                precompute_ref_log_probs=settings.store_reference_logps, precompute_ref_batch_size=settings.precompute_batch_size,
+                disable_tqdm=not progress, model_init_kwargs={"dtype": torch.float32},
+            )
+            common = dict(model=policy_path, ref_model=ref_model, args=config, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer)
+            trainer = LakeDPOTrainer(**common, reference_store=store) if settings.store_reference_logps else DPOTrainer(**common)
+            prepared = time.perf_counter()
+            result = trainer.train()
+            train_seconds = time.perf_counter() - prepared
+            metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / settings.epochs,
+                       "prepare_seconds": prepared - t0, "train_pairs": len(train_rows), "reference_logps_computed": store.computed,
+                       "reference_logps_reused": store.reused}
+            last = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
+            if last:
+                metrics.update({f"train_{k}": v for k, v in last[-1].items() if k.startswith(("rewards/", "logps/"))})
+            if eval_set is not None:
+                metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
+            trainer.save_model(str(out))  # ZeRO-3: full weights gathered on save (stage3_gather_16bit_weights_on_model_save)
+            tokenizer.save_pretrained(str(out))
+            del trainer
+        output = models_dir / model_id
+        run.timings = {"train": train_seconds, "total": time.perf_counter() - t0}
+        run.rows_in = len(train_rows)
+        hyper = {**asdict(settings), "iteration": iteration, "override_quality": override_quality}
+        register_model(lake, model_id, "dpo", policy_path, snapshot, hyper, metrics, str(output), "succeeded", run.run_id,
+                       reference_model=model_key(reference_path, models_dir), quality=quality)
+        run.write(lake, "succeeded")
+    except BaseException as exc:
+        run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from quality.report import ReportFailed
+
+    parser = argparse.ArgumentParser(prog="python training/train_dpo.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iter", dest="iteration", type=int, required=True, help="train on pairs up to this iteration (0: offline only)")
+    parser.add_argument("--policy", default=models.DEFAULT, help="the model to train (default: the embedded SmolLM2)")
+    parser.add_argument("--initial", default=models.DEFAULT, help="π0, the reference when dpo.reference=initial")
+    parser.add_argument("--preset", default="cpu", help="paper | cpu | a TOML file (section [dpo])")
+    parser.add_argument("--config", type=Path, help="a TOML file whose sections override the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="dpo.KEY=VALUE")
+    parser.add_argument("--deepspeed", help="zero2 | zero3 | a DeepSpeed JSON config")
+    parser.add_argument("--override-quality", action="store_true", help="train even if the quality report failed (recorded)")
+    parser.add_argument("--lake", default=DEFAULT_LAKE)
+    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
+    parser.add_argument("--reports-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    layers = load_layers(args.preset, args.config, args.overrides + ([f"dpo.deepspeed={args.deepspeed}"] if args.deepspeed else []))
+    check_sections(layers)
+    settings = build(DPOSettings, layers, "dpo")
+    try:
+        row = train_dpo(Lake(args.lake), settings, args.iteration, args.policy, args.initial, args.models_dir, args.override_quality,
+                        reports_dir=args.reports_dir)
+    except ReportFailed as exc:
+        print(f"refusing to train: {exc}", file=sys.stderr)
+        return 1
+    print(f"policy {row['model_id']}: {row['output_path']}")
+    print(f"metrics: {row['metrics']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Train the Bradley-Terry reward model on a lake snapshot with TRL's RewardTrainer, evaluate it, register it.
+
+    python training/train_rm.py --preset cpu                    # a few minutes here, embedded SmolLM2 + scalar head
+    python training/train_rm.py --preset paper --set reward_model.base_model=PATH_OR_HUB_ID
+    accelerate launch --config_file training/accelerate/deepspeed_zero3.yaml training/train_rm.py --preset paper
+
+The model is the base chat model with a scalar head (``num_labels = 1``), loss −log σ(r(x, a_w) − r(x, a_l))
+(RECIPE §2). Its pad token is distinct from EOS and set on the model config: the reference code's pad = EOS
+made the last-token pooling read the wrong position and every score come out equal. Evaluation runs on the
+snapshot's held-out prompts: accuracy overall, per source and per recipe category (mapping below), and the
+per-prompt reward/length Pearson correlation of the paper's Figure 5. Metrics are stored with the model row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from pipelines.config import build, check_sections, load_layers
+from pipelines.lake import DEFAULT_LAKE, Lake
+from pipelines.runlog import RunRecord
+from training import models
+from training.jobs import Optimisation, finished_model, job_model_id, model_key, pair_rows, staged_output
+from training.lineage import register_model
+from training.snapshot import Snapshot, resolve
+
+# RewardBench-style categories of RECIPE §2 for our sources. Stated, not measured: chat = general helpfulness
+# with human or strong-model labels; chat-hard = fine-grained aspect-scored data whose two replies are often
+# close (UltraFeedback, HelpSteer); safety = PKU-SafeRLHF; reasoning = code and maths.
+CATEGORIES = {
+    "hh_rlhf": "chat", "shp": "chat", "distilabel_capybara_dpo_7k_binarized": "chat", "distilabel_intel_orca_dpo_pairs": "chat",
+    "ultrafeedback": "chat-hard", "helpsteer": "chat-hard", "pku_saferlhf_30k": "safety",
+    "ultrainteract_pair": "reasoning", "codeultrafeedback": "reasoning", "distilabel_math_preference_dpo": "reasoning",
+    "online": "online",
+}
+
+
+@dataclass(frozen=True)
+class RewardModelSettings(Optimisation):
+    base_model: str = models.DEFAULT
+    learning_rate: float = 1e-5  # RECIPE §2: 2e-6, or 1e-5 for small models
+    eval_fraction: float = 0.1
+    min_responses_for_correlation: int = 3
+
+
+def evaluate(scorer, rows: list[dict], min_responses: int = 3, progress: bool = True) -> dict:
+    """Accuracy (chosen scored above rejected) overall / per source / per category, and length correlation."""
+    if not rows:
+        return {"eval_pairs": 0}
+    prompts = [r["prompt"] for r in rows]
+    chosen = scorer.score(prompts + prompts, [r["chosen"][-1]["content"] for r in rows] + [r["rejected"][-1]["content"] for r in rows], progress=progress)
+    r_chosen, r_rejected = chosen[: len(rows)], chosen[len(rows):]
+    correct = r_chosen > r_rejected
+    metrics: dict = {"eval_pairs": len(rows), "accuracy": float(correct.mean()), "mean_margin": float((r_chosen - r_rejected).mean()),
+                     "distinct_scores": int(len(np.unique(np.round(chosen, 6))))}
+    for key, name in (("source", lambda r: r["source"]), ("category", lambda r: CATEGORIES.get(r["source"], "other"))):
+        groups: dict[str, list[bool]] = {}
+        for row, ok in zip(rows, correct, strict=True):
+            groups.setdefault(name(row), []).append(bool(ok))
+        metrics[f"accuracy_by_{key}"] = {g: {"accuracy": float(np.mean(v)), "pairs": len(v)} for g, v in sorted(groups.items())}
+    # Figure 5: per prompt, Pearson(reward, length) over its distinct responses (both sides of every pair)
+    by_prompt: dict[str, dict[str, float]] = {}
+    for row, rc, rr in zip(rows, r_chosen, r_rejected, strict=True):
+        key = repr(row["prompt"])
+        by_prompt.setdefault(key, {})[row["chosen"][-1]["content"]] = float(rc)
+        by_prompt.setdefault(key, {})[row["rejected"][-1]["content"]] = float(rr)
+    corrs = []
+    for responses in by_prompt.values():
+        if len(responses) >= min_responses:
+            lengths = np.array([len(t) for t in responses], dtype=float)
+            rewards = np.array(list(responses.values()))
+            if lengths.std() > 0 and rewards.std() > 0:
+                corrs.append(float(np.corrcoef(rewards, lengths)[0, 1]))
+    metrics["length_correlation"] = {"mean": float(np.mean(corrs)) if corrs else None, "prompts": len(corrs), "min_responses": min_responses}
+    return metrics
+
+
+def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Path = models.DEFAULT_DIR,
+                       snapshot: Snapshot | None = None, progress: bool = True) -> dict:
+    """Train (or find, if this exact job already ran) the reward model; returns its ``models`` row."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from training.scoring import RewardScorer
+
+    snapshot = snapshot or resolve(lake, settings.selection(), columns="pair_id, prompt_id, source, iteration")
+    base_path = models.resolve(settings.base_model, models_dir)
+    model_id = job_model_id("rm", base=model_key(base_path, models_dir), snapshot=snapshot.snapshot_hash, settings=settings)
+    done = finished_model(lake, model_id)
+    if done:
+        print(f"reward model {model_id} already trained on this snapshot: {done['output_path']}", file=sys.stderr)
+        return done
+    train_rows = pair_rows(lake, snapshot, "train")
+    if not train_rows:
+        raise ValueError(f"the snapshot {snapshot.snapshot_hash} has no training pairs: {snapshot.describe()}")
+    run = RunRecord("train_rm", {"settings": asdict(settings), "base_model": base_path})
+    run.versions_before = snapshot.versions
+    t0 = time.perf_counter()
+    try:
+        tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(base_path))
+        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        dataset = Dataset.from_list([{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]} for r in train_rows])
+        with staged_output(models_dir, model_id) as out:
+            args = RewardConfig(**settings.trainer_kwargs(out / "trainer"), disable_tqdm=not progress)
+            trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+            result = trainer.train()
+            trainer.save_model(str(out))  # under ZeRO-3 this gathers the full weights (stage3_gather_16bit_weights_on_model_save)
+            tokenizer.save_pretrained(str(out))
+            train_seconds = time.perf_counter() - t0
+            metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "train_pairs": len(train_rows)}
+            history = [h for h in trainer.state.log_history if "accuracy" in h]
+            if history:
+                metrics["train_accuracy_last_step"] = history[-1]["accuracy"]
+            del trainer, model
+            scorer = RewardScorer(str(out), max_length=settings.max_length)
+            metrics.update(evaluate(scorer, pair_rows(lake, snapshot, "eval"), settings.min_responses_for_correlation, progress))
+        output = models_dir / model_id
+        run.timings = {"train": train_seconds, "total": time.perf_counter() - t0}
+        run.rows_in = len(train_rows)
+        register_model(lake, model_id, "reward_model", base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id)
+        run.write(lake, "succeeded")
+    except BaseException as exc:
+        run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python training/train_rm.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cpu", help="paper | cpu | a TOML file (section [reward_model])")
+    parser.add_argument("--config", type=Path, help="a TOML file whose sections override the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="reward_model.KEY=VALUE")
+    parser.add_argument("--lake", default=DEFAULT_LAKE)
+    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
+    parser.add_argument("--deepspeed", help="zero2 | zero3 | a DeepSpeed JSON config")
+    args = parser.parse_args(argv)
+    layers = load_layers(args.preset, args.config, args.overrides + ([f"reward_model.deepspeed={args.deepspeed}"] if args.deepspeed else []))
+    check_sections(layers)
+    settings = build(RewardModelSettings, layers, "reward_model")
+    row = train_reward_model(Lake(args.lake), settings, args.models_dir)
+    print(f"reward model {row['model_id']}: {row['output_path']}")
+    print(f"metrics: {row['metrics']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
