@@ -1,10 +1,12 @@
-"""Generate: n responses per prompt from the current policy (RECIPE §3, stage 2), transformers engine.
+"""Generate: n responses per prompt from the current policy (RECIPE §3, stage 2), with vLLM or transformers.
 
 The recipe samples with temperatures 1.0 and 0.7 split across the n samples, no top-k or top-p, up to
-``max_new_tokens``. Each (prompt, temperature) is generated in one call whose random seed is derived from
-the run's seed, the prompt id and the temperature, so a prompt's responses do not depend on which other
-prompts share the run: a generation stage resumed after a crash produces exactly the responses an
-uninterrupted run would have. Response ids are md5(prompt id, iteration, sample index, policy id).
+``max_new_tokens``. Randomness is seeded from the run's seed and the ids of the prompts sampled together
+(transformers: one batch of prompts of similar length; vLLM: one request per prompt and temperature), never
+from a global stream, so the same prompts in the same call give the same responses. The iteration calls
+an engine once per fixed chunk of its drawn prompts and commits each chunk whole, so a generation stage
+resumed after a crash produces exactly the responses an uninterrupted run would have (transformers on
+CPU). Response ids are md5(prompt id, iteration, sample index, policy id).
 """
 
 from __future__ import annotations
@@ -39,51 +41,165 @@ class SamplingSettings:
         return [(t, self.n // k + (1 if i < self.n % k else 0)) for i, t in enumerate(self.temperatures)]
 
 
-def _seed(seed: int, prompt_id: str, temperature: float) -> int:
-    return int(hashlib.md5(f"{seed}|{prompt_id}|{temperature}".encode()).hexdigest()[:8], 16)
+def _seed(seed: int, prompt_ids: str, temperature: float) -> int:
+    return int(hashlib.md5(f"{seed}|{prompt_ids}|{temperature}".encode()).hexdigest()[:8], 16)
 
 
-def generate_transformers(
-    model_path: str, prompts: pl.DataFrame, iteration: int, settings: SamplingSettings, policy_model_id: str, run_id: str, progress: bool = True
-) -> pl.DataFrame:
-    """``prompts``: prompt_id, prompt (message list). Returns rows in the ``responses`` schema, n per prompt."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from training.models import with_distinct_pad
-
-    tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    now = datetime.now(UTC)
-    rows = []
-    plan = settings.per_temperature()
-    for prompt_id, prompt in tqdm(prompts.select("prompt_id", "prompt").iter_rows(), total=prompts.height, desc="generate",
-                                  unit=" prompts", disable=not progress, leave=False):
-        input_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-        index = 0
-        for temperature, count in plan:
-            if count == 0:
-                continue
-            torch.manual_seed(_seed(settings.seed, prompt_id, temperature))
-            with torch.inference_mode():
-                out = model.generate(
-                    input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                    max_new_tokens=settings.max_new_tokens, num_return_sequences=count, pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-            for sequence in out[:, input_ids.shape[1]:]:
-                tokens = sequence.tolist()
-                ended = tokenizer.eos_token_id in tokens
-                tokens = tokens[: tokens.index(tokenizer.eos_token_id)] if ended else [t for t in tokens if t != tokenizer.pad_token_id]
-                rows.append({
-                    "prompt_id": prompt_id, "iteration": iteration, "sample_index": index, "prompt": prompt,
-                    "response": tokenizer.decode(tokens, skip_special_tokens=True).strip(), "n_tokens": len(tokens),
-                    "finish_reason": "stop" if ended else "length", "temperature": temperature, "top_p": 1.0,
-                    "max_new_tokens": settings.max_new_tokens, "seed": settings.seed, "engine": "transformers",
-                    "policy_model_id": policy_model_id, "run_id": run_id, "created_at": now,
-                })
-                index += 1
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    """Rows in the ``responses`` schema, with their ids."""
     frame = pl.DataFrame(rows, schema={k: v for k, v in pl.from_arrow(S.RESPONSE_SCHEMA.empty_table()).schema.items() if k != "response_id"})
     frame = with_md5(frame, "response_id", pl.col("prompt_id"), pl.col("iteration").cast(pl.String), pl.col("sample_index").cast(pl.String),
                      pl.col("policy_model_id"))
     return frame.select(S.RESPONSE_SCHEMA.names)
+
+
+def _row(prompt_id: str, prompt: list, index: int, text: str, n_tokens: int, ended: bool, temperature: float, engine: str,
+         iteration: int, settings: SamplingSettings, policy_model_id: str, run_id: str, now: datetime) -> dict:
+    return {
+        "prompt_id": prompt_id, "iteration": iteration, "sample_index": index, "prompt": prompt, "response": text.strip(),
+        "n_tokens": n_tokens, "finish_reason": "stop" if ended else "length", "temperature": temperature, "top_p": 1.0,
+        "max_new_tokens": settings.max_new_tokens, "seed": settings.seed, "engine": engine, "policy_model_id": policy_model_id,
+        "run_id": run_id, "created_at": now,
+    }
+
+
+class TransformersEngine:
+    """transformers ``generate``: the fallback engine, and the deterministic one (seeded per prompt on CPU)."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str, batch_sequences: int = 64):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from training.models import with_distinct_pad
+
+        self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.batch_sequences = batch_sequences
+
+    def generate(self, prompts: pl.DataFrame, iteration: int, settings: SamplingSettings, policy_model_id: str, run_id: str,
+                 progress: bool = True) -> pl.DataFrame:
+        """``prompts``: prompt_id, prompt (message list). Returns rows in the ``responses`` schema, n per prompt.
+
+        Prompts are sorted by length and batched (left-padded) up to ``batch_sequences`` sequences, so one
+        forward step serves many samples: on CPU a step costs about the same for 2 or 64 sequences.
+        """
+        import torch
+
+        tokenizer, now = self.tokenizer, datetime.now(UTC)
+        encoded = [(prompt_id, prompt, tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+                   for prompt_id, prompt in prompts.select("prompt_id", "prompt").iter_rows()]
+        encoded.sort(key=lambda e: (len(e[2]), e[0]))
+        per_batch = max(1, self.batch_sequences // settings.n)
+        batches = [encoded[i:i + per_batch] for i in range(0, len(encoded), per_batch)]
+        samples: dict[str, list[dict]] = {}
+        bar = tqdm(total=len(encoded), desc="generate", unit=" prompts", disable=not progress, leave=False)
+        for batch in batches:
+            width = max(len(ids) for _, _, ids in batch)
+            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + list(ids) for _, _, ids in batch])
+            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, _, ids in batch])
+            for temperature, count in settings.per_temperature():
+                if count == 0:
+                    continue
+                torch.manual_seed(_seed(settings.seed, ",".join(p for p, _, _ in batch), temperature))
+                with torch.inference_mode():
+                    out = self.model.generate(
+                        input_ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                        max_new_tokens=settings.max_new_tokens, num_return_sequences=count, pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=tokenizer.eos_token_id,
+                    )
+                for row, sequence in enumerate(out[:, width:]):
+                    prompt_id, prompt, _ = batch[row // count]
+                    tokens = sequence.tolist()
+                    ended = tokenizer.eos_token_id in tokens
+                    tokens = tokens[: tokens.index(tokenizer.eos_token_id)] if ended else [t for t in tokens if t != tokenizer.pad_token_id]
+                    mine = samples.setdefault(prompt_id, [])
+                    mine.append(_row(prompt_id, prompt, len(mine), tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), ended,
+                                     temperature, self.name, iteration, settings, policy_model_id, run_id, now))
+            bar.update(len(batch))
+        bar.close()
+        return _frame([row for prompt_id, _, _ in encoded for row in samples[prompt_id]])
+
+    def close(self) -> None:
+        del self.model
+
+
+class VllmEngine:
+    """vLLM: one request per (prompt, temperature) with its own seed, all in one ``LLM.generate`` call.
+
+    Every prompt is one request, so none is dropped or duplicated by sharding. vLLM's engine runs in a
+    spawned process: the calling script needs an ``if __name__ == "__main__"`` guard. On CPU it runs float32
+    and eager (bfloat16 initialised ~25x slower on this AVX2 machine); ``VLLM_CPU_KVCACHE_SPACE`` (GiB,
+    default 2 here) bounds its cache. Seeded requests make a run repeatable on the same machine and build;
+    vLLM does not promise the same samples across versions, batch shapes or hardware, so a resumed vLLM
+    stage keeps the responses already in the lake and generates only the prompts that have none.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, seed: int = 42):
+        import os
+
+        import torch
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        from training.models import with_distinct_pad
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+        cpu = not torch.cuda.is_available()
+        self.llm = LLM(model=model_path, dtype="float32" if cpu else "auto", enforce_eager=cpu, seed=seed, disable_log_stats=True)
+
+    def generate(self, prompts: pl.DataFrame, iteration: int, settings: SamplingSettings, policy_model_id: str, run_id: str,
+                 progress: bool = True) -> pl.DataFrame:
+        from vllm import SamplingParams
+
+        requests, params, keys = [], [], []
+        for prompt_id, prompt in prompts.select("prompt_id", "prompt").iter_rows():
+            ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            for temperature, count in settings.per_temperature():
+                if count:
+                    requests.append({"prompt_token_ids": list(ids)})
+                    params.append(SamplingParams(n=count, temperature=temperature, top_p=1.0, top_k=0, max_tokens=settings.max_new_tokens,
+                                                 seed=_seed(settings.seed, prompt_id, temperature), stop_token_ids=[self.tokenizer.eos_token_id]))
+                    keys.append((prompt_id, prompt, temperature))
+        outputs = self.llm.generate(requests, params, use_tqdm=progress) if requests else []
+        now, rows, index = datetime.now(UTC), [], {}
+        for (prompt_id, prompt, temperature), output in zip(keys, outputs, strict=True):
+            for completion in output.outputs:
+                i = index.get(prompt_id, 0)
+                index[prompt_id] = i + 1
+                rows.append(_row(prompt_id, prompt, i, completion.text, len(completion.token_ids), completion.finish_reason == "stop",
+                                 temperature, self.name, iteration, settings, policy_model_id, run_id, now))
+        return _frame(rows)
+
+    def close(self) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        if engine is not None and hasattr(engine, "engine_core"):
+            engine.engine_core.shutdown()  # stops the spawned engine process now, not at interpreter exit
+        del self.llm
+
+
+ENGINES = ("auto", "vllm", "transformers")
+
+
+def pick_engine(engine: str) -> str:
+    """``auto``: vLLM when it can be imported, else transformers."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine != "auto":
+        return engine
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+
+
+def load_engine(engine: str, model_path: str, seed: int = 42) -> TransformersEngine | VllmEngine:
+    return VllmEngine(model_path, seed) if pick_engine(engine) == "vllm" else TransformersEngine(model_path)
+
+
+def generate_transformers(model_path: str, prompts: pl.DataFrame, *args, **kwargs) -> pl.DataFrame:
+    """One-shot helper: load the transformers engine, generate, free it."""
+    return TransformersEngine(model_path).generate(prompts, *args, **kwargs)

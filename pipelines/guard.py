@@ -89,15 +89,19 @@ def used_response_prompts(lake: Lake, iteration: int) -> set[str]:
 
 
 def guarded_append(
-    lake: Lake, table: str, rows: pl.DataFrame, suite: str, facts: pl.DataFrame, context: GateContext, pipeline: str, args: dict
+    lake: Lake, table: str, rows: pl.DataFrame, suite: str, facts: pl.DataFrame, context: GateContext, pipeline: str, args: dict,
+    counts: tuple[tuple[str, str, str, str | None, int], ...] = (),
 ) -> AppendResult:
     """Validate ``rows`` with ``suite`` (over their ``facts``) and append what passes to ``table`` in one commit.
 
     Rows failing a row gate go to quarantine with the gate's name; a batch gate failure raises
     :class:`quality.gates.GateError` and nothing lands. The run and its validations are logged either way.
+    ``counts``: (source, level, outcome, rule, n) rows for ``run_counts``, e.g. the ties a selection dropped.
     """
     schema, partitions = S.CORE_TABLES[table]
     run = RunRecord(pipeline, args)
+    for count in counts:
+        run.count(*count)
     verdicts: list[Verdict] = []
     with lake.lock(table):
         for name, (tschema, parts) in S.CORE_TABLES.items():
@@ -122,11 +126,13 @@ def guarded_append(
     return AppendResult(run, versions, verdicts, rows.height - dropped, dropped)
 
 
-def append_pairs(lake: Lake, pairs: pl.DataFrame, iteration: int, pipeline: str = "append_pairs", bounds: Bounds = Bounds()) -> AppendResult:
+def append_pairs(lake: Lake, pairs: pl.DataFrame, iteration: int, pipeline: str = "append_pairs", bounds: Bounds = Bounds(),
+                 counts: tuple[tuple[str, str, str, str | None, int], ...] = ()) -> AppendResult:
     """Append pairs (the pairs table's schema) made for ``iteration``, through the pairs suite."""
     sources = tuple(sorted(set(pairs["source"].drop_nulls())))
     facts = pair_facts(pairs, used_prompts(lake, iteration))
-    return guarded_append(lake, S.PAIRS, pairs, "pairs", facts, GateContext((iteration,), sources, bounds), pipeline, {"iteration": iteration})
+    return guarded_append(lake, S.PAIRS, pairs, "pairs", facts, GateContext((iteration,), sources, bounds), pipeline, {"iteration": iteration},
+                          counts)
 
 
 def append_responses(lake: Lake, responses: pl.DataFrame, iteration: int, n: int, pipeline: str = "generate") -> AppendResult:

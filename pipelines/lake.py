@@ -95,6 +95,10 @@ class Lake:
                 raise LakeError(f"table {table!r} has no version {version!r}: {exc}") from exc
         return dt
 
+    def table_id(self, table: str) -> str:
+        """The Delta table's own id (a UUID made at creation): tells two lakes' same-named tables apart."""
+        return self.delta(table).metadata().id
+
     def version(self, table: str) -> int | None:
         """The table's latest version, or None when it does not exist yet."""
         return self.delta(table).version() if self.exists(table) else None

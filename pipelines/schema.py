@@ -28,6 +28,7 @@ MODELS = "models"
 ITERATIONS = "iterations"
 TRAINING_PAIRS = "training_pairs"
 REFERENCE_LOGPS = "reference_logps"
+DRAWN_PROMPTS = "drawn_prompts"
 
 
 def raw_table(source: str) -> str:
@@ -226,6 +227,21 @@ TRAINING_PAIR_SCHEMA = pa.schema(
     [("model_id", pa.string()), ("pair_id", pa.string()), ("split", pa.string()), ("snapshot_hash", pa.string())]
 )
 
+# The prompts online iteration N drew (stage 1), in draw order: what its later stages read, and resume from.
+DRAWN_PROMPT_SCHEMA = pa.schema(
+    [
+        ("iteration", pa.int32()),
+        ("draw_rank", pa.int32()),
+        ("prompt_id", pa.string()),
+        ("source", pa.string()),
+        ("prompt", MESSAGES),
+        ("prompt_text", pa.string()),
+        ("seed", pa.int64()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
 # DPO reference log-probabilities, computed once per (pair, reference model, encoding) and reused across epochs
 # and iterations. encoding_key names what changes the numbers besides the model: chat template, max_length,
 # truncation mode (training.reference_logps.encoding_key).
@@ -275,6 +291,7 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     ITERATIONS: (ITERATION_SCHEMA, []),
     TRAINING_PAIRS: (TRAINING_PAIR_SCHEMA, []),
     REFERENCE_LOGPS: (REFERENCE_LOGP_SCHEMA, []),
+    DRAWN_PROMPTS: (DRAWN_PROMPT_SCHEMA, ["iteration"]),
 }
 
 RAW_INGEST_COLUMNS = [

@@ -72,3 +72,40 @@ def select_pairs(scored: pl.DataFrame, settings: SelectSettings = SelectSettings
     tie = (pairs["chosen_rank_score"] == pairs["rejected_rank_score"]) & ~identical
     kept = pairs.filter(~identical & ~tie).sort("prompt_id")
     return Selection(kept, int(tie.sum()), int(identical.sum()), scored["prompt_id"].n_unique())
+
+
+def online_pairs(selection: Selection, prompts: pl.DataFrame, iteration: int, settings: SelectSettings, reward_model_id: str,
+                 policy_model_id: str, run_id: str) -> pl.DataFrame:
+    """The selected pairs as rows of the historical ``pairs`` table (source ``online``, partition ``iteration``).
+
+    ``prompts``: prompt_id, prompt (message list). chosen/rejected are the prompt plus the reply, as every
+    curated pair; the scores are the ranking scores (the rewards when there is no length penalty), and
+    ``raw_keys`` are the two response ids, which lead back to the ``responses`` and ``scores`` rows.
+    """
+    import hashlib
+    import json
+    from datetime import UTC, datetime
+
+    from pipelines import schema as S
+    from pipelines.ids import trimmed
+
+    version = hashlib.sha256(json.dumps({"strategy": settings.strategy, "length_penalty": settings.length_penalty,
+                                         "seed": settings.seed}, sort_keys=True).encode()).hexdigest()[:12]
+    turn = lambda col: pl.concat_list(pl.col("prompt"), pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), pl.col(col).alias("content"))))  # noqa: E731
+    kind = "reward_model" if settings.length_penalty == 0 else f"reward_model - {settings.length_penalty} * chars"
+    rows = selection.pairs.join(prompts.select("prompt_id", "prompt"), on="prompt_id", how="left").with_columns(
+        turn("chosen").alias("chosen_messages"), turn("rejected").alias("rejected_messages"),
+    )
+    rows = with_md5(rows, "pair_id", pl.col("prompt_id"), trimmed(pl.col("chosen")), trimmed(pl.col("rejected")))
+    out = rows.select(
+        "pair_id", "prompt_id", "prompt", pl.col("chosen_messages").alias("chosen"), pl.col("rejected_messages").alias("rejected"),
+        pl.col("chosen_rank_score").alias("chosen_score"), pl.col("rejected_rank_score").alias("rejected_score"),
+        (pl.col("chosen_rank_score") - pl.col("rejected_rank_score")).alias("margin"), pl.lit(kind).alias("score_kind"),
+        pl.lit(policy_model_id).alias("chosen_model"), pl.lit(policy_model_id).alias("rejected_model"), pl.lit("online").alias("origin"),
+        pl.lit(iteration, pl.Int32).alias("iteration"), pl.lit("online").alias("source"), pl.lit(None, pl.String).alias("hub_id"),
+        pl.lit(None, pl.String).alias("hub_revision"), pl.lit("train").alias("split"),
+        pl.concat_list("chosen_response_id", "rejected_response_id").alias("raw_keys"), pl.lit(f"select.{settings.strategy}").alias("rule"),
+        pl.lit(version).alias("rule_version"), pl.lit(reward_model_id).alias("reward_model_id"), pl.lit(policy_model_id).alias("policy_model_id"),
+        pl.lit(run_id).alias("run_id"), pl.lit(datetime.now(UTC), pl.Datetime("us", "UTC")).alias("created_at"),
+    )
+    return pl.from_arrow(out.to_arrow().cast(S.PAIR_SCHEMA)) if out.height else pl.from_arrow(S.PAIR_SCHEMA.empty_table())

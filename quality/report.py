@@ -102,18 +102,24 @@ def _snapshot_facts(lake: Lake, versions: dict[str, int], iteration: int) -> pl.
 
 
 def response_rewards(con, iteration: int) -> pl.DataFrame:
-    """Per response: prompt, iteration, source, length (characters) and reward, from both sides of the pairs.
+    """Per response: prompt, iteration, source, length (characters) and reward.
 
-    A response is a distinct (prompt, reply text); prompts with several scored responses (UltraFeedback,
-    HelpSteer, CodeUltraFeedback offline; n samples online) give the per-prompt correlation.
+    A response is a distinct (prompt, reply text). Online prompts read their n scored samples from
+    ``responses`` and ``scores`` (the paper's Figure 5 statistic); other prompts read both sides of their
+    pairs (UltraFeedback, HelpSteer, CodeUltraFeedback offline have several scored responses per prompt).
     """
     sql = f"""
+        WITH scored AS (
+            SELECT r.prompt_id, r.iteration, 'online' AS source, r.response AS reply, s.reward
+            FROM responses r JOIN scores s USING (response_id) WHERE r.iteration BETWEEN 1 AND {iteration})
         SELECT DISTINCT prompt_id, iteration, source, reply, length(reply) AS chars, reward FROM (
+            SELECT * FROM scored
+            UNION ALL
             SELECT prompt_id, iteration, source, chosen[-1].content AS reply, chosen_score AS reward FROM pairs
-            WHERE iteration <= {iteration} AND chosen_score IS NOT NULL
+            WHERE iteration <= {iteration} AND chosen_score IS NOT NULL AND prompt_id NOT IN (SELECT prompt_id FROM scored)
             UNION ALL
             SELECT prompt_id, iteration, source, rejected[-1].content, rejected_score FROM pairs
-            WHERE iteration <= {iteration} AND rejected_score IS NOT NULL)"""
+            WHERE iteration <= {iteration} AND rejected_score IS NOT NULL AND prompt_id NOT IN (SELECT prompt_id FROM scored))"""
     return pl.from_arrow(con.sql(sql).to_arrow_table()).drop("reply")
 
 

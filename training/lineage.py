@@ -30,8 +30,13 @@ def register_model(
     run_id: str,
     reference_model: str | None = None,
     quality: dict | None = None,
+    unused: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, int]:
-    """Append the model row and its pair lineage (one commit per table, models last); return versions."""
+    """Append the model row and its pair lineage (one commit per table, models last); return versions.
+
+    ``unused``: train pairs of the snapshot the trainer dropped (TRL drops those longer than max_length);
+    their lineage rows say ``train_unused`` so "which pairs trained this model" stays exact.
+    """
     dumps = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
     row = {
         "model_id": model_id, "job_kind": job_kind, "base_model": base_model, "reference_model": reference_model,
@@ -43,7 +48,8 @@ def register_model(
     }
     lineage = pa.concat_tables([
         pa.table({"model_id": [model_id] * part.num_rows, "pair_id": part.column("pair_id"),
-                  "split": [split] * part.num_rows, "snapshot_hash": [snapshot.snapshot_hash] * part.num_rows}, schema=S.TRAINING_PAIR_SCHEMA)
+                  "split": [f"{split}_unused" if p in unused else split for p in part.column("pair_id").to_pylist()],
+                  "snapshot_hash": [snapshot.snapshot_hash] * part.num_rows}, schema=S.TRAINING_PAIR_SCHEMA)
         for split, part in (("train", snapshot.train), ("eval", snapshot.eval))
     ])
     with staging(lake) as stage:

@@ -33,7 +33,7 @@ class Selection:
     iterations: ``all`` (paper: every historical pair, offline and online up to ``max_iteration``),
     ``latest`` (public scripts: only iteration ``max_iteration``'s online pairs), or ``offline``.
     caps / fractions: per-source maximum pair count / share kept. size_matched: keep this many pairs of
-    every source (Tulu 2.5 sub-samples each dataset to 60,908). where: a SQL condition over ``pairs``.
+    every offline source (Tulu 2.5 sub-samples each dataset to 60,908; online pairs are never sub-sampled). where: a SQL condition over ``pairs``.
     eval_fraction: share of prompts held out for evaluation; a prompt's pairs are all train or all eval.
     """
 
@@ -104,7 +104,7 @@ def selection_sql(sel: Selection, columns: str) -> str:
     for source, fraction in sel.fractions.items():
         limits.append(f"(source = '{source}' AND rank > ceil({float(fraction)} * n_source))")
     if sel.size_matched:
-        limits.append(f"(rank > {int(sel.size_matched)})")
+        limits.append(f"(iteration = 0 AND rank > {int(sel.size_matched)})")  # size-matching is of the offline datasets
     dropped = " OR ".join(limits) or "false"
     return f"""
         WITH chosen AS (

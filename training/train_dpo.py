@@ -24,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipelines import schema as S
 from pipelines.config import build, check_sections, load_layers
 from pipelines.lake import DEFAULT_LAKE, Lake
 from pipelines.runlog import RunRecord
@@ -84,7 +85,7 @@ def train_dpo(
     snapshot = resolve(lake, settings.selection(iterations=settings.pairs, max_iteration=iteration))
     quality = quality_gate(lake, iteration, override_quality, report, reports_dir)
     model_id = job_model_id("dpo", policy=model_key(policy_path, models_dir), reference=model_key(reference_path, models_dir),
-                            snapshot=snapshot.snapshot_hash, settings=settings)
+                            pairs_table=lake.table_id(S.PAIRS), snapshot=snapshot.snapshot_hash, settings=settings)
     done = finished_model(lake, model_id)
     if done:
         print(f"policy {model_id} already trained on this snapshot: {done['output_path']}", file=sys.stderr)
@@ -113,11 +114,12 @@ def train_dpo(
             )
             common = dict(model=policy_path, ref_model=ref_model, args=config, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer)
             trainer = LakeDPOTrainer(**common, reference_store=store) if settings.store_reference_logps else DPOTrainer(**common)
+            unused = {r["pair_id"] for r in train_rows} - set(trainer.train_dataset["pair_id"])  # prompt alone over max_length
             prepared = time.perf_counter()
             result = trainer.train()
             train_seconds = time.perf_counter() - prepared
             metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / settings.epochs,
-                       "prepare_seconds": prepared - t0, "train_pairs": len(train_rows), "reference_logps_computed": store.computed,
+                       "prepare_seconds": prepared - t0, "train_pairs": len(train_rows), "train_pairs_unused": len(unused), "reference_logps_computed": store.computed,
                        "reference_logps_reused": store.reused}
             last = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
             if last:
@@ -132,7 +134,7 @@ def train_dpo(
         run.rows_in = len(train_rows)
         hyper = {**asdict(settings), "iteration": iteration, "override_quality": override_quality}
         register_model(lake, model_id, "dpo", policy_path, snapshot, hyper, metrics, str(output), "succeeded", run.run_id,
-                       reference_model=model_key(reference_path, models_dir), quality=quality)
+                       reference_model=model_key(reference_path, models_dir), quality=quality, unused=unused)
         run.write(lake, "succeeded")
     except BaseException as exc:
         run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+from pipelines import schema as S
 from pipelines.config import build, check_sections, load_layers
 from pipelines.lake import DEFAULT_LAKE, Lake
 from pipelines.runlog import RunRecord
@@ -87,14 +88,15 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
                        snapshot: Snapshot | None = None, progress: bool = True) -> dict:
     """Train (or find, if this exact job already ran) the reward model; returns its ``models`` row."""
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
 
     from training.scoring import RewardScorer
 
     snapshot = snapshot or resolve(lake, settings.selection(), columns="pair_id, prompt_id, source, iteration")
     base_path = models.resolve(settings.base_model, models_dir)
-    model_id = job_model_id("rm", base=model_key(base_path, models_dir), snapshot=snapshot.snapshot_hash, settings=settings)
+    model_id = job_model_id("rm", base=model_key(base_path, models_dir), pairs_table=lake.table_id(S.PAIRS), snapshot=snapshot.snapshot_hash,
+                            settings=settings)
     done = finished_model(lake, model_id)
     if done:
         print(f"reward model {model_id} already trained on this snapshot: {done['output_path']}", file=sys.stderr)
@@ -107,17 +109,20 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
     t0 = time.perf_counter()
     try:
         tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(base_path))
+        set_seed(settings.seed)  # the scalar head is initialised here, before the Trainer seeds anything
         model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
         model.config.pad_token_id = tokenizer.pad_token_id
-        dataset = Dataset.from_list([{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]} for r in train_rows])
+        dataset = Dataset.from_list([{"pair_id": r["pair_id"], "chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
+                                     for r in train_rows])
         with staged_output(models_dir, model_id) as out:
             args = RewardConfig(**settings.trainer_kwargs(out / "trainer"), disable_tqdm=not progress)
             trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+            unused = {r["pair_id"] for r in train_rows} - set(trainer.train_dataset["pair_id"])  # longer than max_length: dropped by TRL
             result = trainer.train()
             trainer.save_model(str(out))  # under ZeRO-3 this gathers the full weights (stage3_gather_16bit_weights_on_model_save)
             tokenizer.save_pretrained(str(out))
             train_seconds = time.perf_counter() - t0
-            metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "train_pairs": len(train_rows)}
+            metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "train_pairs": len(train_rows), "train_pairs_unused": len(unused)}
             history = [h for h in trainer.state.log_history if "accuracy" in h]
             if history:
                 metrics["train_accuracy_last_step"] = history[-1]["accuracy"]
@@ -127,7 +132,8 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
         output = models_dir / model_id
         run.timings = {"train": train_seconds, "total": time.perf_counter() - t0}
         run.rows_in = len(train_rows)
-        register_model(lake, model_id, "reward_model", base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id)
+        register_model(lake, model_id, "reward_model", base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id,
+                       unused=unused)
         run.write(lake, "succeeded")
     except BaseException as exc:
         run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,158 @@
+"""The online iteration end to end with tiny models: two iterations, both engines, resume after a crash, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pyarrow.dataset as pads
+import pytest
+
+from pipelines import schema as S
+from pipelines.curate import curate
+from pipelines.iterations import IterationOrderError
+from pipelines.lake import Lake
+from pipelines.run_iteration import IterationConfig, main, run_iteration
+from pipelines.settings import resolve_sources
+from pipelines.sql import run_query
+from quality.gates import GateError
+from training.train_rm import RewardModelSettings, train_reward_model
+
+from .conftest import REPO, SAMPLES
+
+
+def small_config(tiny_model: str, engine: str = "transformers", *extra: str) -> IterationConfig:
+    return IterationConfig.load("cpu", overrides=[
+        f"iteration.initial_policy={tiny_model}", "prompts.m=4", "generate.max_new_tokens=8", f"generate.engine={engine}",
+        "generate.chunk_prompts=2", "dpo.max_length=128", "dpo.size_matched=1", *extra,
+    ])
+
+
+@pytest.fixture
+def ready_lake(tmp_path: Path, tiny_model: str) -> Lake:
+    """Curated samples and a tiny reward model registered in a fresh lake."""
+    lake = Lake(str(tmp_path / "lake"))
+    curate(resolve_sources("all"), lake, SAMPLES, progress=False)
+    train_reward_model(lake, RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.3), tmp_path / "models",
+                       progress=False)
+    return lake
+
+
+def run(lake: Lake, n: int, config: IterationConfig, tmp_path: Path, **kw):
+    return run_iteration(lake, n, config, models_dir=tmp_path / "models", reports_dir=tmp_path / "reports", progress=False, **kw)
+
+
+def lake_rows(lake: Lake) -> dict[str, set]:
+    """What the iterations wrote, by id: the comparison an interrupted and an uninterrupted run must agree on."""
+    return {
+        "responses": set(zip(*(lake.read(S.RESPONSES).column(c).to_pylist() for c in ("response_id", "response")))),
+        "scores": set(zip(*(lake.read(S.SCORES).column(c).to_pylist() for c in ("response_id", "reward")))),
+        "pairs": set(lake.read(S.PAIRS, filter=pads.field("iteration") > 0).column("pair_id").to_pylist()),
+    }
+
+
+@pytest.mark.parametrize("engine", ["transformers", "vllm"])
+def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: Path, engine: str) -> None:
+    if engine == "vllm":
+        pytest.importorskip("vllm", reason="vLLM cannot be imported here (pip install -e '.[cpu]' or '.[gpu]')")
+    config = small_config(tiny_model, engine)
+    for n in (1, 2):
+        timings, summary = run(ready_lake, n, config, tmp_path)
+        assert list(timings) == ["prompts", "generate", "score", "select", "report", "train"]
+        assert summary["pairs"] + summary["ties_dropped"] + summary["identical_dropped"] == 4
+        assert Path(summary["report"]).exists() and Path(summary["new_policy"], "config.json").exists()
+    responses = pl.from_arrow(ready_lake.read(S.RESPONSES))
+    assert responses.group_by("iteration", "prompt_id").len()["len"].to_list() == [4] * 8 and set(responses["engine"]) == {engine}
+    assert responses.filter(pl.col("iteration") == 1)["prompt_id"].is_in(responses.filter(pl.col("iteration") == 2)["prompt_id"].implode()).sum() == 0
+    # iteration 2 generated with the policy iteration 1 trained, which DPO registered with its lineage
+    events = pl.from_arrow(ready_lake.read(S.ITERATIONS))
+    trained = json.loads(events.filter((pl.col("iteration") == 1) & (pl.col("stage") == "train") & (pl.col("status") == "done"))["counts"][0])
+    assert set(responses.filter(pl.col("iteration") == 2)["policy_model_id"]) == {trained["new_policy_id"]}
+    model = [m for m in ready_lake.read(S.MODELS).to_pylist() if m["model_id"] == trained["new_policy_id"]][0]
+    assert model["job_kind"] == "dpo" and json.loads(model["quality"])["quality_status"] == "passed"
+    # the online pairs sit in the historical pairs table, and SQL sees them by iteration
+    by_iteration = run_query(ready_lake, "pairs_by_iteration").to_pylist()
+    assert [r["iteration"] for r in by_iteration] == [0, 1, 2]
+    # nothing left to do: a second run runs no stage and writes nothing
+    before = ready_lake.versions(list(S.CORE_TABLES))
+    assert run(ready_lake, 2, config, tmp_path)[0] == {}
+    assert ready_lake.versions(list(S.CORE_TABLES)) == before
+
+
+def test_a_crash_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+    from pipelines import generate as G
+
+    config = small_config(tiny_model)
+    clean = tmp_path / "clean"
+    clean_lake = Lake(str(clean / "lake"))
+    curate(resolve_sources("all"), clean_lake, SAMPLES, progress=False)
+    rm = RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.3)
+    train_reward_model(clean_lake, rm, clean / "models", progress=False)
+    run(clean_lake, 1, config, clean)
+
+    crashed = tmp_path / "crashed"
+    lake = Lake(str(crashed / "lake"))
+    curate(resolve_sources("all"), lake, SAMPLES, progress=False)
+    train_reward_model(lake, rm, crashed / "models", progress=False)
+    real = G.TransformersEngine.generate
+    calls = {"n": 0}
+
+    def dies_on_second_chunk(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(G.TransformersEngine, "generate", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        run(lake, 1, config, crashed)
+    assert lake.read(S.RESPONSES).num_rows == 8  # the first chunk (2 prompts x 4) landed, the second did not
+    states = pl.from_arrow(lake.read(S.ITERATIONS)).filter(pl.col("stage") == "generate").sort("at")["status"].to_list()
+    assert states == ["started", "failed"]
+    monkeypatch.setattr(G.TransformersEngine, "generate", real)
+    timings, _ = run(lake, 1, config, crashed)
+    assert list(timings) == ["generate", "score", "select", "report", "train"]
+    assert lake_rows(lake) == lake_rows(clean_lake)
+    # --force re-runs every stage and writes no duplicate
+    run(lake, 1, config, crashed, force=True)
+    assert lake.read(S.RESPONSES).num_rows == 16 and lake.read(S.PAIRS).num_rows == clean_lake.read(S.PAIRS).num_rows
+
+
+def test_order_config_and_concurrency_errors(ready_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    with pytest.raises(IterationOrderError, match="run: python pipelines/run_iteration.py --iter 1"):
+        run(ready_lake, 2, small_config(tiny_model), tmp_path)
+    common = ["--lake", ready_lake.uri, "--models-dir", str(tmp_path / "models"), "--reports-dir", str(tmp_path / "reports")]
+    assert main(["--iter", "2", *common]) == 2
+    assert main(["--iter", "1", *common, "--set", "generate.n=1"]) == 2  # bad configuration: refused before any work
+    assert main(["--iter", "1", *common, "--set", "dpo.nonsense=1"]) == 2
+    assert ready_lake.read(S.ITERATIONS).num_rows == 0
+    with ready_lake.lock("iteration"):  # another run holds the iteration
+        assert main(["--iter", "1", *common, "--set", f"iteration.initial_policy={tiny_model}"]) == 2
+    assert ready_lake.read(S.ITERATIONS).num_rows == 0
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(ready_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    before = ready_lake.versions(list(S.CORE_TABLES))
+    proc = subprocess.run(
+        [sys.executable, "pipelines/run_iteration.py", "--iter", "1", "--dry-run", "--lake", ready_lake.uri, "--models-dir", str(tmp_path / "models"),
+         "--set", f"iteration.initial_policy={tiny_model}", "--set", "prompts.m=4"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for expected in ("stages to run: prompts, generate, score, select, report, train", "policy: ", "reward model: rm-", "would draw 4",
+                     "lake versions", "DPO: reference=initial"):
+        assert expected in proc.stdout
+    assert ready_lake.versions(list(S.CORE_TABLES)) == before
+
+
+def test_a_score_count_mismatch_is_an_error(ready_lake: Lake, tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+    import training.scoring as scoring
+
+    real = scoring.score_responses
+    monkeypatch.setattr(scoring, "score_responses", lambda *a, **k: real(*a, **k).head(-1))  # one response silently unscored
+    with pytest.raises(GateError, match="exactly_n_scores_per_prompt"):
+        run(ready_lake, 1, small_config(tiny_model), tmp_path)
+    assert not ready_lake.exists(S.PAIRS) or ready_lake.read(S.PAIRS, filter=pads.field("iteration") == 1).num_rows == 0
