@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -68,6 +70,16 @@ class RunRecord:
     def count(self, source: str, level: str, outcome: str, rule: str | None, n: int) -> None:
         if n:
             self.counts.append({"source": source, "level": level, "outcome": outcome, "rule": rule, "n": int(n)})
+
+    @contextlib.contextmanager
+    def logged(self, lake: Lake) -> Iterator[RunRecord]:
+        """Write the run row when the block ends: ``succeeded``, or ``failed`` with the error (re-raised)."""
+        try:
+            yield self
+        except BaseException as exc:
+            self.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.write(lake, "succeeded")
 
     def write(self, lake: Lake, status: str, error: str | None = None) -> None:
         """Append the run row (and its counts): the last commit of a run, so a run row means it finished."""

@@ -97,7 +97,7 @@ def train_dpo(
                                   "override_quality": override_quality, "quality": quality})
     run.versions_before = snapshot.versions
     t0 = time.perf_counter()
-    try:
+    with run.logged(lake):
         tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(policy_path))
         as_rows = lambda rows: Dataset.from_list([{k: r[k] for k in ("pair_id", "prompt", "chosen", "rejected")} for r in rows])  # noqa: E731
         train_set, eval_set = as_rows(train_rows), (as_rows(eval_rows) if eval_rows else None)
@@ -135,10 +135,6 @@ def train_dpo(
         hyper = {**asdict(settings), "iteration": iteration, "override_quality": override_quality}
         register_model(lake, model_id, "dpo", policy_path, snapshot, hyper, metrics, str(output), "succeeded", run.run_id,
                        reference_model=model_key(reference_path, models_dir), quality=quality, unused=unused)
-        run.write(lake, "succeeded")
-    except BaseException as exc:
-        run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
     return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
 
 

@@ -107,7 +107,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
     run = RunRecord("train_rm", {"settings": asdict(settings), "base_model": base_path})
     run.versions_before = snapshot.versions
     t0 = time.perf_counter()
-    try:
+    with run.logged(lake):
         tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(base_path))
         set_seed(settings.seed)  # the scalar head is initialised here, before the Trainer seeds anything
         model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
@@ -134,10 +134,6 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
         run.rows_in = len(train_rows)
         register_model(lake, model_id, "reward_model", base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id,
                        unused=unused)
-        run.write(lake, "succeeded")
-    except BaseException as exc:
-        run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
     return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
 
 
