@@ -156,7 +156,17 @@ class VllmEngine:
                 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{len(cores) - 1}")
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
-        self.llm = LLM(model=model_path, dtype="float32" if cpu else "auto", enforce_eager=cpu, seed=seed, disable_log_stats=True)
+        self.llm = LLM(model=model_path, dtype="float32" if cpu else "auto", enforce_eager=cpu, seed=seed, disable_log_stats=True,
+                       **(self._cpu_scheduling(model_path) if cpu else {}))
+
+    @staticmethod
+    def _cpu_scheduling(model_path: str) -> dict:
+        """No chunked prefill on CPU: vLLM 0.32 rewinds a seeded request's generator when it discards the token of a
+        partial prefill, which CPU generators cannot do ("CPU Generator does not use offset"); whole prefills avoid it."""
+        from transformers import AutoConfig
+
+        longest = int(getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 8192))
+        return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(longest, 8192), "max_model_len": longest}
 
     def generate(self, prompts: pl.DataFrame, iteration: int, settings: SamplingSettings, policy_model_id: str, run_id: str,
                  progress: bool = True) -> pl.DataFrame:

@@ -52,3 +52,21 @@ def test_generated_responses_scored_and_appended(tiny_model: str, lake: Lake) ->
     scores = score_responses(RewardScorer(tiny_model), responses, "tiny-rm", "r", progress=False)
     assert scores["response_id"].to_list() == responses["response_id"].to_list() and scores["reward"].is_finite().all()
     assert append_scores(lake, scores, iteration=1, n=2).landed == 6
+
+
+def test_vllm_engine_many_seeded_prompts_n_each_repeatable(tiny_model: str) -> None:
+    """More prompts than one prefill step holds (vLLM 0.32 on CPU crashed on seeded requests split across steps)."""
+    pytest.importorskip("vllm", reason="vLLM cannot be imported here (pip install -e '.[cpu]' or '.[gpu]')")
+    from pipelines.generate import VllmEngine
+
+    many = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(300)],
+                         "prompt": [[{"role": "user", "content": f"Tell me a story about the number {i}. " * 8}] for i in range(300)]})
+    engine = VllmEngine(tiny_model)
+    try:
+        settings = SamplingSettings(n=4, max_new_tokens=4, seed=5)
+        first = engine.generate(many, 1, settings, "tiny-policy", "r", progress=False)
+        again = engine.generate(many.reverse(), 1, settings, "tiny-policy", "r", progress=False)
+    finally:
+        engine.close()
+    assert first.height == 1200 and set(first.group_by("prompt_id").len()["len"]) == {4} and set(first["engine"]) == {"vllm"}
+    assert first.sort("response_id")["response"].to_list() == again.sort("response_id")["response"].to_list()

@@ -156,3 +156,19 @@ def test_a_score_count_mismatch_is_an_error(ready_lake: Lake, tiny_model: str, t
     with pytest.raises(GateError, match="exactly_n_scores_per_prompt"):
         run(ready_lake, 1, small_config(tiny_model), tmp_path)
     assert not ready_lake.exists(S.PAIRS) or ready_lake.read(S.PAIRS, filter=pads.field("iteration") == 1).num_rows == 0
+
+
+def test_train_stage_refuses_a_failed_report_until_overridden(ready_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    from quality.report import ReportFailed
+
+    ready_lake.append(S.PAIRS, ready_lake.read(S.PAIRS).slice(0, 1), S.PAIR_PARTITIONS)  # a duplicate that skipped the gates
+    config = small_config(tiny_model)
+    with pytest.raises(ReportFailed, match="pair_id_unique"):
+        run(ready_lake, 1, config, tmp_path)
+    events = pl.from_arrow(ready_lake.read(S.ITERATIONS)).sort("at")
+    assert events.filter(pl.col("stage") == "report")["status"].to_list() == ["started", "done"]
+    assert events.filter(pl.col("stage") == "train")["status"].to_list() == ["started", "failed"]
+    timings, summary = run(ready_lake, 1, config, tmp_path, override_quality=True)
+    assert list(timings) == ["train"] and summary["report_status"] == "failed"
+    model = [m for m in ready_lake.read(S.MODELS).to_pylist() if m["job_kind"] == "dpo"][-1]
+    assert json.loads(model["quality"])["quality_override"] is True
