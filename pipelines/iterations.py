@@ -31,6 +31,15 @@ def stage_states(lake: Lake, iteration: int) -> dict[str, str]:
     return dict(zip(events.column("stage").to_pylist(), events.column("status").to_pylist()))
 
 
+def latest_event(lake: Lake, iteration: int, stage: str, status: str) -> dict | None:
+    """The newest ``status`` event of ``stage`` in ``iteration`` (its counts say what the stage made), if any."""
+    if not lake.exists(S.ITERATIONS):
+        return None
+    rows = lake.read(S.ITERATIONS, filter=(pads.field("iteration") == iteration) & (pads.field("stage") == stage)
+                     & (pads.field("status") == status)).to_pylist()
+    return max(rows, key=lambda r: r["at"]) if rows else None
+
+
 def require_previous_complete(lake: Lake, iteration: int) -> None:
     """Iteration 1 may always start; iteration N needs N-1's last stage done (it produced the policy N uses)."""
     if iteration < 1:

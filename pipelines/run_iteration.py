@@ -34,7 +34,7 @@ from pipelines.config import build, check_sections, load_layers
 from pipelines.draw_prompts import DrawSettings, draw_prompts
 from pipelines.generate import ENGINES, SamplingSettings, load_engine, pick_engine
 from pipelines.guard import append_pairs, append_responses, append_scores
-from pipelines.iterations import STAGES, IterationOrderError, pending_stages, record, require_previous_complete, stage_states
+from pipelines.iterations import STAGES, IterationOrderError, latest_event, pending_stages, record, require_previous_complete, stage_states
 from pipelines.lake import DEFAULT_LAKE, Lake, LakeError
 from pipelines.runlog import new_run_id
 from pipelines.select_pairs import SelectSettings, online_pairs, select_pairs
@@ -100,14 +100,6 @@ def find_model(lake: Lake, spec: str, kind: str) -> tuple[str, str]:
     return spec, spec
 
 
-def stage_event(lake: Lake, iteration: int, stage: str, status: str) -> dict | None:
-    if not lake.exists(S.ITERATIONS):
-        return None
-    rows = lake.read(S.ITERATIONS, filter=(pads.field("iteration") == iteration) & (pads.field("stage") == stage)
-                     & (pads.field("status") == status)).to_pylist()
-    return sorted(rows, key=lambda r: r["at"])[-1] if rows else None
-
-
 def _read(lake: Lake, table: str, iteration: int, columns: list[str] | None = None) -> pl.DataFrame:
     schema = S.CORE_TABLES[table][0]
     if not lake.exists(table):
@@ -131,7 +123,7 @@ class Iteration:
         if self.n_iter == 1:
             path = models.resolve(self.config.iteration.initial_policy, self.models_dir)
             return model_key(path, self.models_dir), path
-        done = stage_event(self.lake, self.n_iter - 1, "train", "done")
+        done = latest_event(self.lake, self.n_iter - 1, "train", "done")
         if done is None:
             raise IterationOrderError(f"iteration {self.n_iter - 1} produced no policy; run: python pipelines/run_iteration.py --iter {self.n_iter - 1}")
         counts = json.loads(done["counts"])
@@ -140,7 +132,7 @@ class Iteration:
     def reward_model(self) -> tuple[str, str]:
         """The reward model this iteration scores with: the one its score stage already used, else the config's."""
         for status in ("done", "started"):
-            event = stage_event(self.lake, self.n_iter, "score", status)
+            event = latest_event(self.lake, self.n_iter, "score", status)
             if event and event["reward_model_id"]:
                 return find_model(self.lake, event["reward_model_id"], "reward_model")
         return find_model(self.lake, self.config.iteration.reward_model, "reward_model")
@@ -283,9 +275,9 @@ class Iteration:
     def summary(self) -> dict:
         """What the iteration made: pairs, drops, mean reward and length of chosen vs rejected."""
         pairs = _read(self.lake, S.PAIRS, self.n_iter, ["chosen_score", "rejected_score", "chosen", "rejected"])
-        select = stage_event(self.lake, self.n_iter, "select", "done")
-        train = stage_event(self.lake, self.n_iter, "train", "done")
-        report = stage_event(self.lake, self.n_iter, "report", "done")
+        select = latest_event(self.lake, self.n_iter, "select", "done")
+        train = latest_event(self.lake, self.n_iter, "train", "done")
+        report = latest_event(self.lake, self.n_iter, "report", "done")
         loads = lambda e: json.loads(e["counts"]) if e else {}  # noqa: E731
         stats = pairs.select(
             pl.len().alias("pairs"), pl.col("chosen_score").mean().alias("mean_reward_chosen"), pl.col("rejected_score").mean().alias("mean_reward_rejected"),

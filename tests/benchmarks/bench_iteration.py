@@ -71,7 +71,7 @@ def main() -> None:
     print(f"  {'total':9s} {total:8.1f} s")
     g, sc, se = counts["generate"], counts["score"], counts["select"]
     metrics = json.loads(dpo["metrics"])
-    print(f"generate: {g.get('new_tokens')} new tokens, {g.get('tokens_per_s') or 0:.1f} tokens/s including engine start-up")
+    print(f"generate: {g.get('new_tokens')} new tokens, {g.get('tokens_per_s') or 0:.1f} tokens/s (engine start-up excluded)")
     print(f"score: {sc['responses']} responses, {sc['responses'] / timings['score']:.1f} responses/s")
     print(f"select: {se['pairs']} pairs, {se['ties_dropped']} ties and {se['identical_dropped']} identical dropped")
     print(f"train: {dpo['train_pairs']} pairs, {metrics['seconds_per_epoch']:.1f} s/epoch, {metrics['prepare_seconds']:.1f} s before training "
