@@ -128,6 +128,7 @@ def staged_output(models_dir: Path, model_id: str) -> Iterator[Path]:
     stage = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=models_dir))
     try:
         yield stage
+        shutil.rmtree(stage / "trainer", ignore_errors=True)  # the Trainer's output_dir: nothing kept with save_strategy="no"
         if target.exists():  # an earlier run saved but died before registering: replace it
             shutil.rmtree(target)
         stage.rename(target)
