@@ -36,9 +36,12 @@ def ready_lake(tmp_path: Path, tiny_model: str) -> Lake:
     """Curated samples and a tiny reward model registered in a fresh lake."""
     lake = Lake(str(tmp_path / "lake"))
     curate(resolve_sources("all"), lake, SAMPLES, progress=False)
-    train_reward_model(lake, RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.3), tmp_path / "models",
-                       progress=False)
+    train_reward_model(lake, rm_settings(tiny_model), tmp_path / "models", progress=False)
     return lake
+
+
+def rm_settings(tiny_model: str) -> RewardModelSettings:
+    return RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.3)
 
 
 def run(lake: Lake, n: int, config: IterationConfig, tmp_path: Path, **kw):
@@ -76,9 +79,11 @@ def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: 
     # the online pairs sit in the historical pairs table, and SQL sees them by iteration
     by_iteration = run_query(ready_lake, "pairs_by_iteration").to_pylist()
     assert [r["iteration"] for r in by_iteration] == [0, 1, 2]
-    # nothing left to do: a second run runs no stage and writes nothing
+    # nothing left to do: a second run runs no stage and writes nothing; the reward model job, re-run after the online
+    # iterations added pairs, still reads the same offline pairs and finds its model (the main job re-run)
     before = ready_lake.versions(list(S.CORE_TABLES))
     assert run(ready_lake, 2, config, tmp_path)[0] == {}
+    train_reward_model(ready_lake, rm_settings(tiny_model), tmp_path / "models", progress=False)
     assert ready_lake.versions(list(S.CORE_TABLES)) == before
 
 
@@ -89,7 +94,7 @@ def test_a_crash_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(ti
     clean = tmp_path / "clean"
     clean_lake = Lake(str(clean / "lake"))
     curate(resolve_sources("all"), clean_lake, SAMPLES, progress=False)
-    rm = RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.3)
+    rm = rm_settings(tiny_model)
     train_reward_model(clean_lake, rm, clean / "models", progress=False)
     run(clean_lake, 1, config, clean)
 

@@ -10,6 +10,7 @@ Its ``snapshot_hash`` names it in the run log and on every model trained from it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -73,11 +74,18 @@ class Snapshot:
     train: pa.Table  # pair_id, prompt_id, source, iteration, ... in a fixed order
     eval: pa.Table
 
-    @property
+    @functools.cached_property
     def snapshot_hash(self) -> str:
-        """A name for (versions, selection): equal for equal snapshots, different otherwise."""
-        spec = json.dumps({"versions": self.versions, "selection": asdict(self.selection)}, sort_keys=True, default=str)
-        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+        """A name for what the snapshot holds: the selection and its train and eval pair ids, in order.
+
+        Two resolutions with the same rows share it even at different table versions (an offline selection
+        read again after online iterations appended pairs), so a job re-run on the same data finds its model;
+        the versions it was read at are recorded beside it (``describe``).
+        """
+        digest = hashlib.sha256(json.dumps(asdict(self.selection), sort_keys=True, default=str).encode())
+        for part in (self.train, self.eval):
+            digest.update(b"\x00" + "\n".join(part.column("pair_id").to_pylist()).encode())
+        return digest.hexdigest()[:16]
 
     def describe(self) -> dict:
         return {"snapshot_hash": self.snapshot_hash, "versions": self.versions, "selection": asdict(self.selection),
