@@ -15,17 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipelines.curate import DEFAULT_SAMPLES, curate  # noqa: E402
-from pipelines.lake import Lake  # noqa: E402
-from pipelines.settings import resolve_sources  # noqa: E402
 from training.models import materialise_default  # noqa: E402
 from training.train_dpo import DPOSettings, train_dpo  # noqa: E402
+from samples import samples_lake  # noqa: E402
 
 
 def main() -> None:
@@ -35,9 +33,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     args = parser.parse_args()
     model = str(materialise_default(REPO / "data" / "models"))
-    with tempfile.TemporaryDirectory() as tmp:
-        lake = Lake(str(Path(tmp) / "lake"))
-        curate(resolve_sources("all"), lake, DEFAULT_SAMPLES, progress=False)
+    with samples_lake() as (lake, tmp):
         base = dict(pairs="offline", max_length=args.max_length, epochs=args.epochs, per_device_batch_size=4, gradient_accumulation_steps=2,
                     where=f"pair_id IN (SELECT pair_id FROM pairs ORDER BY pair_id LIMIT {args.pairs})")
         runs = {}
@@ -46,7 +42,7 @@ def main() -> None:
             ("stored, first run", DPOSettings(**base, seed=1)),
             ("stored, reused", DPOSettings(**base, seed=2)),
         ):
-            row = train_dpo(lake, settings, 0, model, model, Path(tmp) / "models", reports_dir=Path(tmp) / "reports", progress=False)
+            row = train_dpo(lake, settings, 0, model, model, tmp / "models", reports_dir=tmp / "reports", progress=False)
             runs[name] = json.loads(row["metrics"])
     print(f"{runs['on the fly']['train_pairs']} pairs x {args.epochs:g} epochs, max_length {args.max_length}, SmolLM2-135M fp32, CPU")
     for name, m in runs.items():

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipelines.curate import DEFAULT_SAMPLES, curate  # noqa: E402
 from pipelines.draw_prompts import DrawSettings, draw_prompts  # noqa: E402
 from pipelines.generate import SamplingSettings, TransformersEngine, VllmEngine  # noqa: E402
-from pipelines.lake import Lake  # noqa: E402
-from pipelines.settings import resolve_sources  # noqa: E402
 from training.models import materialise_default  # noqa: E402
+from samples import samples_lake  # noqa: E402
 
 
 def timed(engine_cls, model: str, prompts, settings: SamplingSettings) -> tuple[float, float, int]:
@@ -43,9 +41,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     args = parser.parse_args()
     model = str(materialise_default(REPO / "data" / "models"))
-    with tempfile.TemporaryDirectory() as tmp:
-        lake = Lake(str(Path(tmp) / "lake"))
-        curate(resolve_sources("all"), lake, DEFAULT_SAMPLES, progress=False)
+    with samples_lake() as (lake, _):
         prompts = draw_prompts(lake, 1, DrawSettings(m=args.prompts))
     settings = SamplingSettings(n=args.n, max_new_tokens=args.max_new_tokens)
     results = {name: timed(cls, model, prompts, settings) for name, cls in (("vllm", VllmEngine), ("transformers", TransformersEngine))}

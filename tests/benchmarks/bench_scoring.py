@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from pipelines.curate import DEFAULT_SAMPLES, curate  # noqa: E402
-from pipelines.lake import Lake  # noqa: E402
-from pipelines.settings import resolve_sources  # noqa: E402
 from training.models import materialise_default  # noqa: E402
 from training.scoring import RewardScorer  # noqa: E402
+from samples import samples_lake  # noqa: E402
 
 
 def main() -> None:
@@ -35,9 +33,7 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=8192)
     args = parser.parse_args()
     model = str(materialise_default(REPO / "data" / "models"))
-    with tempfile.TemporaryDirectory() as tmp:
-        lake = Lake(str(Path(tmp) / "lake"))
-        curate(resolve_sources("all"), lake, DEFAULT_SAMPLES, progress=False)
+    with samples_lake() as (lake, _):
         pairs = pl.from_arrow(lake.read("pairs", columns=["prompt", "chosen", "rejected"]))
     prompts, responses = [], []
     for p, c, r in pairs.iter_rows():
