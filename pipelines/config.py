@@ -88,7 +88,3 @@ def check_sections(layers: dict[str, dict[str, Any]], known: set[str] = SECTIONS
     unknown = set(layers) - known
     if unknown:
         raise SettingsError(f"unknown config section(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
-
-
-def describe(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)

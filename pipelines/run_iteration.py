@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,9 +81,6 @@ class IterationConfig:
         check_sections(layers)
         return cls(build(DrawSettings, layers, "prompts"), build(GenerateSettings, layers, "generate"), build(SelectSettings, layers, "select"),
                    build(DPOSettings, layers, "dpo"), build(IterationSettings, layers, "iteration"))
-
-    def describe(self) -> dict:
-        return asdict(self)
 
 
 def find_model(lake: Lake, spec: str, kind: str) -> tuple[str, str]:
