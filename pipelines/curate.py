@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: import the project from the re
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as pads
 from tqdm import tqdm
 
 from pipelines import schema as S
@@ -40,13 +41,16 @@ from pipelines.settings import (
     resolve_sources,
 )
 from pipelines.sources import Adapter
+from pipelines.sources.base import INVALID, REJECT_SCHEMA, rejects
 from pipelines.sources.reading import (
+    InputError,
     InputReport,
     RawBatch,
     check_local,
     read_files,
     read_hub,
     regroup,
+    resolve_revision,
 )
 from quality.checks import pair_facts, prompt_facts, raw_facts
 from quality.gates import GateError, Gatekeeper, Verdict, validation_rows
@@ -122,13 +126,24 @@ class Seen:
 
 
 def process_batch(
-    adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, stage: Staging, gates: Gatekeeper, run: RunRecord, summary: SourceSummary
+    adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, stage: Staging, gates: Gatekeeper, run: RunRecord, summary: SourceSummary,
+    hub_revision: str | None = None,
 ) -> None:
     """One batch of one source: stage new raw rows, pairs, copies, prompts and rejects; count every row."""
     now = run.started_at
     keys = batch.keys
     n = batch.table.num_rows
     summary.rows_in += n
+    provenance = {
+        "source": pl.lit(adapter.name), "hub_id": pl.lit(adapter.hub_id), "hub_revision": pl.lit(hub_revision, pl.String),
+        "rule": pl.lit(adapter.rule), "rule_version": pl.lit(adapter.rule_version), "run_id": pl.lit(run.run_id),
+        "created_at": pl.lit(now, pl.Datetime("us", "UTC")),
+    }
+    unreadable = _unreadable_rejects(batch)
+    summary.rows_in += unreadable.height
+    if not n:
+        _stage_rejects(unreadable, [], adapter, seen, stage, summary, provenance)
+        return
     ingest = {
         "_raw_key": keys, "_split": pa.array([batch.split] * n), "_source_file": pa.array([batch.source_file] * n),
         "_run_id": pa.array([run.run_id] * n), "_ingested_at": pa.array([now] * n, S.TIMESTAMP),
@@ -143,10 +158,10 @@ def process_batch(
         gates.observe("raw", "raw", raw_facts(pl.from_arrow(new_raw.select(["_raw_key", "_split"])), S.raw_table(adapter.name)))
         summary.raw_new += int(fresh.sum())
 
-    rows = pl.from_arrow(raw)
+    rows, missing = _without_missing_values(pl.from_arrow(raw), adapter)
     cands = adapter.candidates(rows)
     kept, pair_rejects = apply_shared_rules(cands.pairs, adapter)
-    all_rejects = pl.concat([cands.rejects, pair_rejects])
+    all_rejects = pl.concat([missing, cands.rejects, pair_rejects])
 
     # ---- row accounting: paired > first reject naming the row > filtered as "no_comparison"
     paired = kept.select(pl.col("raw_keys").explode().alias("_raw_key")).unique().with_columns(pl.lit(True).alias("_paired"))
@@ -155,7 +170,8 @@ def process_batch(
         .sort("_order").unique("_raw_key", keep="first", maintain_order=True).select("_raw_key", "kind", "rule")
     )
     outcome = (
-        rows.select("_raw_key").join(paired, on="_raw_key", how="left").join(first_reject, on="_raw_key", how="left")
+        pl.concat([rows.select("_raw_key"), missing.select(pl.col("raw_keys").list.first().alias("_raw_key"))])
+        .join(paired, on="_raw_key", how="left").join(first_reject, on="_raw_key", how="left")
         .select(
             pl.when(pl.col("_paired")).then(pl.lit("paired"))
             .when(pl.col("kind") == "invalid").then(pl.lit("quarantined"))
@@ -167,25 +183,8 @@ def process_batch(
     for o, r, c in outcome.iter_rows():
         summary.rows[o] += c
         summary.row_rules[(o, r)] += c
-    # responses and candidate pairs rejected (rejects of whole rows are the row accounting above)
-    for level, kind, rule, c in all_rejects.filter(pl.col("level") != "row").group_by("level", "kind", "rule").len().iter_rows():
-        summary.rejects[(level, "quarantined" if kind == "invalid" else "filtered", rule)] += c
+    _stage_rejects(unreadable, [all_rejects], adapter, seen, stage, summary, provenance)
     summary.rejects[("pair", "kept", None)] += kept.height
-
-    provenance = {
-        "source": pl.lit(adapter.name), "hub_id": pl.lit(adapter.hub_id), "hub_revision": pl.lit(adapter.hub_revision, pl.String),
-        "rule": pl.lit(adapter.rule), "rule_version": pl.lit(adapter.rule_version), "run_id": pl.lit(run.run_id),
-        "created_at": pl.lit(now, pl.Datetime("us", "UTC")),
-    }
-    # ---- quarantine
-    if all_rejects.height:
-        q = with_md5(
-            all_rejects.with_columns(**{k: provenance[k] for k in ("source", "rule_version", "run_id", "created_at")}),
-            "quarantine_id", pl.col("source"), pl.col("split"), pl.col("raw_keys").list.join(","),
-            pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
-        )
-        q = q.filter(seen.quarantine_ids.new(q["quarantine_id"]))
-        stage.add(S.QUARANTINE, q.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
     if not kept.height:
         return
     # ---- pairs: ids, dedup, copies
@@ -220,10 +219,58 @@ def process_batch(
     gates.observe(S.PROMPTS, "prompts", prompt_facts(prompts))
 
 
-def iter_batches(adapter: Adapter, data_dir: Path | None, files: list[Path] | None, report: InputReport):
-    """The source's raw batches: from its checked local ``files`` under ``data_dir``, or from the hub when ``files`` is None."""
+def _unreadable_rejects(batch: RawBatch) -> pl.DataFrame:
+    """Records of the batch's file that did not fit the raw schema, as row rejects (quarantined, never raw rows)."""
+    if batch.rejects is None or not batch.rejects.height:
+        return pl.DataFrame(schema=REJECT_SCHEMA)
+    return batch.rejects.select(
+        pl.concat_list(pl.lit(batch.split + "#") + pl.col("index").cast(pl.String)).alias("raw_keys"), pl.lit(batch.split).alias("split"),
+        pl.lit(None, pl.String).alias("item"), pl.lit("row").alias("level"), pl.lit(INVALID).alias("kind"), "rule", "reason",
+    )
+
+
+def _without_missing_values(rows: pl.DataFrame, adapter: Adapter) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows with a value in every column the adapter needs, and row rejects (``raw.missing_value``) for the others.
+
+    A JSON record that lacks a key and one that holds null are the same to Arrow and to ``datasets``: no
+    value. Either one is quarantined here, naming the column, before the adapter could misread it.
+    """
+    required = [c for c in adapter.raw_schema.names if c not in adapter.nullable_columns]
+    if not required or not any(rows[c].null_count() for c in required):
+        return rows, pl.DataFrame(schema=REJECT_SCHEMA)
+    first_missing = pl.coalesce([pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in required])
+    flagged = rows.with_columns(first_missing.alias("_missing"))
+    bad = flagged.filter(pl.col("_missing").is_not_null())
+    rejected = rejects(bad, "row", INVALID, "raw.missing_value", pl.format("column '{}' is absent or null", pl.col("_missing")))
+    return flagged.filter(pl.col("_missing").is_null()).drop("_missing"), rejected
+
+
+def _stage_rejects(unreadable: pl.DataFrame, frames: list[pl.DataFrame], adapter: Adapter, seen: Seen, stage: Staging,
+                   summary: SourceSummary, provenance: dict) -> None:
+    """Quarantine every reject of a batch (records that did not fit the schema among them) and count them."""
+    if unreadable.height:
+        for rule, c in unreadable.group_by("rule").len().iter_rows():
+            summary.rows["quarantined"] += c
+            summary.row_rules[("quarantined", rule)] += c
+    all_rejects = pl.concat([unreadable, *frames]) if frames else unreadable
+    # responses and candidate pairs rejected (rejects of whole rows are the row accounting)
+    for level, kind, rule, c in all_rejects.filter(pl.col("level") != "row").group_by("level", "kind", "rule").len().iter_rows():
+        summary.rejects[(level, "quarantined" if kind == "invalid" else "filtered", rule)] += c
+    if not all_rejects.height:
+        return
+    q = with_md5(
+        all_rejects.with_columns(**{k: provenance[k] for k in ("source", "rule_version", "run_id", "created_at")}),
+        "quarantine_id", pl.col("source"), pl.col("split"), pl.col("raw_keys").list.join(","),
+        pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
+    )
+    q = q.filter(seen.quarantine_ids.new(q["quarantine_id"]))
+    stage.add(S.QUARANTINE, q.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
+
+
+def iter_batches(adapter: Adapter, data_dir: Path | None, files: list[Path] | None, report: InputReport, revision: str | None = None):
+    """The source's raw batches: from its checked local ``files`` under ``data_dir``, or from the hub (at ``revision``) when ``files`` is None."""
     if files is None:
-        batches = read_hub(adapter.name, adapter.hub_id, adapter.hub_revision, adapter.hub_data_dirs, adapter.raw_schema, report)
+        batches = read_hub(adapter.name, adapter.hub_id, revision, adapter.hub_data_dirs, adapter.raw_schema, report)
     else:
         assert data_dir is not None
         batches = read_files(adapter.name, data_dir / adapter.name, files, adapter.raw_schema)
@@ -262,24 +309,31 @@ def curate(
                     t0 = time.perf_counter()
                     summary = SourceSummary(adapter.name)
                     report = reports[adapter.name]
+                    # from the hub: the commit the revision names now, loaded and recorded as each pair's hub_revision
+                    revision = resolve_revision(adapter.hub_id, adapter.hub_revision) if hub else adapter.hub_revision
                     bar = tqdm(desc=f"curate {adapter.name}", unit=" rows", disable=not progress, leave=False)
-                    for batch in iter_batches(adapter, data_dir, files[adapter.name], report):
-                        process_batch(adapter, batch, lake, seen, stage, gates, run, summary)
+                    for batch in iter_batches(adapter, data_dir, files[adapter.name], report, revision):
+                        process_batch(adapter, batch, lake, seen, stage, gates, run, summary, revision)
                         bar.update(batch.table.num_rows)
                     bar.close()
                     summary.seconds = time.perf_counter() - t0
                     summaries.append(summary)
-                    run.inputs[adapter.name] = {"files": report.files, "ignored_columns": report.ignored_columns}
+                    run.inputs[adapter.name] = {"files": report.files, "ignored_columns": report.ignored_columns, "skipped": report.skipped,
+                                                "hub_revision": revision}
                     run.timings[adapter.name] = round(summary.seconds, 3)
-                    _record_counts(run, summary)
                 t0 = time.perf_counter()
-                dropped = enforce_gates(gates, stage, run, verdicts)
+                drops = enforce_gates(gates, stage, run, verdicts, lake)
+                _reaccount_gate_drops(drops.copies, stage, lake, summaries)
+                for summary in summaries:
+                    _record_counts(run, summary)
                 run.timings["quality_gates"] = round(time.perf_counter() - t0, 3)
                 t0 = time.perf_counter()
-                committed = stage.commit({"prefhouse.run_id": run.run_id})
+                # pairs last: a re-run decides which copies come first, and which gate rejects are new, from the pairs
+                # the lake holds, so every table derived from that is committed before it (Staging.commit)
+                committed = stage.commit({"prefhouse.run_id": run.run_id}, last=(S.PAIRS,))
                 run.timings["commit"] = round(time.perf_counter() - t0, 3)
             run.rows_in = sum(s.rows_in for s in summaries)
-            run.rows_out = sum(s.pairs_new for s in summaries) - dropped
+            run.rows_out = sum(s.pairs_new for s in summaries) - drops.pairs
             run.versions_after = {**run.versions_before, **committed}
             if verdicts:
                 lake.append(S.VALIDATIONS, validation_rows(verdicts, committed))
@@ -290,6 +344,30 @@ def curate(
             run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
     return run, summaries
+
+
+def _reaccount_gate_drops(copies: pl.DataFrame, stage: Staging, lake: Lake, summaries: list[SourceSummary]) -> None:
+    """Raw rows whose every pair a quality gate dropped are quarantined (rule ``gx.<gate>``), no longer paired.
+
+    A row stays paired when any other pair of it survived: one still staged, or one an earlier run committed.
+    """
+    if not copies.height:
+        return
+    candidates = copies.explode("raw_keys").rename({"raw_keys": "raw_key"}).unique(["source", "raw_key"], keep="first", maintain_order=True)
+    keys = candidates["raw_key"].unique()
+    surviving = [pl.from_arrow(t).explode("raw_keys") for t in (stage.read_staged(S.PAIR_SOURCES, ["source", "raw_keys"]),) if t is not None]
+    if lake.exists(S.PAIR_SOURCES):
+        committed = lake.read(S.PAIR_SOURCES, columns=["source", "raw_keys"], filter=pads.field("source").isin(candidates["source"].unique().to_list()))
+        surviving.append(pl.from_arrow(committed).explode("raw_keys"))
+    still = pl.concat(surviving).filter(pl.col("raw_keys").is_in(keys.implode())).rename({"raw_keys": "raw_key"}) if surviving else None
+    moved = candidates if still is None else candidates.join(still.unique(), on=["source", "raw_key"], how="anti")
+    by_source = {s.source: s for s in summaries}
+    for source, gate, n in moved.group_by("source", "gate").len().iter_rows():
+        summary = by_source[source]
+        summary.rows["paired"] -= n
+        summary.row_rules[("paired", None)] -= n
+        summary.rows["quarantined"] += n
+        summary.row_rules[("quarantined", f"gx.{gate}")] += n
 
 
 def _record_counts(run: RunRecord, s: SourceSummary) -> None:

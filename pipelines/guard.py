@@ -6,7 +6,7 @@ user brings), so that every append to the lake passes the same suites before its
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow.dataset as pads
@@ -21,26 +21,39 @@ from quality.gates import GateError, Gatekeeper, Verdict, validation_rows
 from quality.suites import SUITE_VERSION, GateContext
 
 
-def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: list[Verdict]) -> int:
+@dataclass
+class GateDrops:
+    """What the gates took out of a staging: how many pairs, and their copies (source, raw_keys, gate) for row accounting."""
+
+    pairs: int = 0
+    copies: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"source": pl.String, "raw_keys": pl.List(pl.String), "gate": pl.String}))
+
+
+def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: list[Verdict], lake: Lake | None = None) -> GateDrops:
     """Judge every staged table; drop and quarantine rows failing row gates; raise on batch gates.
 
-    Returns how many staged pairs were dropped. Every table is judged before anything is raised, so the
-    validations table records all failures of a refused run, not only the first.
+    Every table is judged before anything is raised, so the validations table records all failures of a
+    refused run, not only the first. A quarantine row ``lake`` already holds (a re-run after a run that
+    stopped between its commits) is not staged again.
     """
     for table in gates.tables():
         verdicts.append(gates.judge(table))
     failures = [v for v in verdicts if v.batch_failures]
     if failures:
         raise GateError(failures[0].table, [f for v in failures for f in v.batch_failures])
-    dropped = 0
+    drops = GateDrops()
     for verdict in verdicts:
         if not verdict.rejected.height:
             continue
         if verdict.suite == "pairs":
             ids = set(verdict.rejected["pair_id"].to_list())
             gone = pl.from_arrow(stage.drop_rows(S.PAIRS, "pair_id", ids))
-            dropped += gone.height
-            stage.drop_rows(S.PAIR_SOURCES, "pair_id", ids)
+            drops.pairs += gone.height
+            copies = stage.drop_rows(S.PAIR_SOURCES, "pair_id", ids)
+            if copies.num_rows:
+                gates_by_pair = verdict.rejected.select("pair_id", "gate").unique("pair_id", keep="first")
+                copies = pl.from_arrow(copies.select(["pair_id", "source", "raw_keys"])).join(gates_by_pair, on="pair_id")
+                drops.copies = pl.concat([drops.copies, copies.select(drops.copies.columns)])
             rejected = gone.select("pair_id", "split", "raw_keys").join(verdict.rejected.select("pair_id", "source", "gate"), on="pair_id")
         elif verdict.suite == "prompts":  # dropped by id (gates on prompts can only fail where pair gates failed too)
             stage.drop_rows(S.PROMPTS, "prompt_id", set(verdict.rejected["prompt_id"].to_list()))
@@ -56,11 +69,24 @@ def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: l
         )
         quarantine = with_md5(quarantine, "quarantine_id", pl.col("source"), pl.col("split").fill_null(""),
                               pl.col("raw_keys").list.join(","), pl.col("level"), pl.col("rule"))
+        if lake is not None:
+            quarantine = quarantine.filter(~pl.col("quarantine_id").is_in(existing_ids(lake, S.QUARANTINE, "quarantine_id", quarantine["quarantine_id"]).implode()))
         stage.add(S.QUARANTINE, quarantine.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
         level = "pair" if verdict.suite == "pairs" else "prompt"
         for source, gate, n in rejected.group_by("source", "gate").len().iter_rows():
             run.count(source, level, "quarantined", f"gx.{gate}", n)
-    return dropped
+    return drops
+
+
+def existing_ids(lake: Lake, table: str, column: str, ids: pl.Series) -> pl.Series:
+    """Those of ``ids`` that ``table`` already holds in ``column`` (a pushed-down filter: reads only matching row groups)."""
+    if not ids.len() or not lake.exists(table):
+        return ids.clear()
+    found = lake.read(table, columns=[column], filter=pads.field(column).isin(ids.unique().to_list()))
+    return pl.from_arrow(found.column(column)).alias(ids.name)
+
+
+ROW_IDS = {S.PAIRS: "pair_id", S.RESPONSES: "response_id", S.SCORES: "response_id"}  # what makes a row of each guarded table new
 
 
 @dataclass
@@ -99,6 +125,7 @@ def guarded_append(
     ``counts``: (source, level, outcome, rule, n) rows for ``run_counts``, e.g. the ties a selection dropped.
     """
     schema, partitions = S.CORE_TABLES[table]
+    id_column = ROW_IDS[table]
     run = RunRecord(pipeline, args)
     for count in counts:
         run.count(*count)
@@ -109,14 +136,25 @@ def guarded_append(
         run.versions_before = lake.versions(list(S.CORE_TABLES))
         gates = Gatekeeper(context, run.run_id)
         try:
-            with staging(lake) as stage:
-                stage.add(table, rows.to_arrow(), schema, partitions)
-                gates.observe(table, suite, facts)
-                dropped = enforce_gates(gates, stage, run, verdicts)
-                versions = stage.commit({"prefhouse.run_id": run.run_id})
+            present = existing_ids(lake, table, id_column, rows[id_column])
+            if present.len():  # landed before: a re-run after a fault between this append's commits
+                rows = rows.filter(~pl.col(id_column).is_in(present.implode()))
+                if id_column in facts.columns:
+                    facts = facts.filter(~pl.col(id_column).is_in(present.implode()))
+                run.inputs["already_present"] = present.n_unique()
+            dropped = 0
+            versions: dict[str, int] = {}
+            if rows.height:
+                with staging(lake) as stage:
+                    stage.add(table, rows.to_arrow(), schema, partitions)
+                    gates.observe(table, suite, facts)
+                    dropped = enforce_gates(gates, stage, run, verdicts, lake).pairs
+                    # the table whose ids say "done" commits last: a stop before it leaves only quarantine rows, never duplicated
+                    versions = stage.commit({"prefhouse.run_id": run.run_id}, last=(table,))
             run.rows_in, run.rows_out = rows.height, rows.height - dropped
             run.versions_after = {**run.versions_before, **versions}
-            lake.append(S.VALIDATIONS, validation_rows(verdicts, versions))
+            if verdicts:
+                lake.append(S.VALIDATIONS, validation_rows(verdicts, versions))
             run.write(lake, "succeeded")
         except BaseException as exc:
             if verdicts:

@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -131,7 +131,7 @@ class Lake:
         partition_columns = dt.metadata().partition_columns
         actions = pa.table(dt.get_add_actions(flatten=True))
         root = Path(self.table_uri(table))
-        paths = [str(root / unquote(p)) for p in actions.column("path").to_pylist()]
+        paths = [str(_inside(root, unquote(p), table)) for p in actions.column("path").to_pylist()]
         partitions = []
         for i in range(actions.num_rows):
             expr = pads.scalar(True)
@@ -255,8 +255,22 @@ class _DataFile:
                            "minValues": {k: self.mins[k] for k in keep}, "maxValues": {k: self.maxs[k] for k in keep}})
 
 
+STAGING_TOKEN_KEY = "prefhouse.staging"  # commit metadata: which staging wrote a commit
+LANDED_LOOKBACK = 20  # commits of a table searched for a staging's own after a failed commit
 STATS_MAX_CHARS = 64  # longer strings get no min/max in the log (exact values only, never truncated)
 ROWS_PER_FILE = 1_000_000
+
+
+def _inside(root: Path, relative: str, table: str) -> Path:
+    """A data file the log names, refused unless it lies inside the table's folder.
+
+    Delta allows absolute paths in a log (shallow clones); this lake never writes them, so a log that names a
+    file elsewhere (``../../etc/passwd``, ``/home/…``, ``file:///…``) was not written by it and is not read.
+    """
+    path = (root / relative).resolve()
+    if "://" in relative or not path.is_relative_to(root.resolve()):
+        raise LakeError(f"table {table!r}: its log names a data file outside the table ({relative!r}); refusing to read it")
+    return path
 
 
 def _has_stats(t: pa.DataType) -> bool:
@@ -291,9 +305,16 @@ class Staging:
     million rows); a Delta reader sees only files the log names, so they stay invisible until ``commit``
     records them, with their statistics, in one transaction per table. That is the floor's cost: each
     byte is written once. For object-store lakes the files are written to a local staging folder and
-    streamed to delta-rs at commit. Tables are committed in the order they were first staged, so the
-    caller commits the table that marks completion (the run log) last. Files of an abandoned staging
-    are deleted; a crash leaves unreferenced files that ``vacuum`` removes.
+    streamed to delta-rs at commit. Tables are committed in the order they were first staged, except
+    those ``commit(last=…)`` names: a caller whose re-run decides what is new by looking at one table
+    (curation: ``pairs``) commits that table after every table derived from it, so a run stopped between
+    two commits is completed, not duplicated, by the same command.
+
+    Files of an abandoned staging are deleted, but never those of a table whose commit was attempted:
+    a commit that raised may still have landed (a lost reply from an object store, Ctrl-C after the log
+    was written), and a committed table's files are the lake's data. Such files are kept unless the table's
+    log proves the commit did not land; a file no version references is an orphan that ``vacuum`` lists.
+    A crash (kill -9) likewise leaves only orphans.
     """
 
     def __init__(self, lake: Lake, folder: str):
@@ -376,6 +397,22 @@ class Staging:
         staged.rows -= dropped.num_rows
         return dropped
 
+    def read_staged(self, table: str, columns: list[str]) -> pa.Table | None:
+        """The staged, uncommitted rows of ``table`` (``columns`` only, partition columns included); None if nothing was staged."""
+        staged = self.tables.get(table)
+        if staged is None:
+            return None
+        self._close()
+        parts = []
+        for data_file in staged.done:
+            in_file = [c for c in columns if c not in staged.split_by]
+            rows = pq.read_table(staged.root / data_file.path, columns=in_file, schema=staged.file_schema)
+            for name, value in data_file.partition_values.items():
+                if name in columns:
+                    rows = rows.append_column(name, pa.array([value] * rows.num_rows, pa.string()).cast(staged.schema.field(name).type))
+            parts.append(rows.select(columns))
+        return pa.concat_tables(parts) if parts else pa.schema([staged.schema.field(c) for c in columns]).empty_table()
+
     def _close(self) -> None:
         for staged in self.tables.values():
             for data_file in staged.files.values():
@@ -383,36 +420,57 @@ class Staging:
             staged.done.extend(staged.files.values())
             staged.files.clear()
 
-    def commit(self, metadata: Mapping[str, str] | None = None) -> Versions:
-        """Record every staged table that has rows (one Delta commit each); return the new versions."""
+    def commit(self, metadata: Mapping[str, str] | None = None, last: Sequence[str] = ()) -> Versions:
+        """Record every staged table that has rows (one Delta commit each, ``last`` after the rest); return the new versions."""
         self._close()
         versions: Versions = {}
-        props = CommitProperties(custom_metadata=dict(metadata or {}))
-        for table, staged in self.tables.items():
+        metadata = {**(metadata or {}), STAGING_TOKEN_KEY: self.token}
+        order = [t for t in self.tables if t not in last] + [t for t in last if t in self.tables]
+        for table in order:
+            staged = self.tables[table]
             if not staged.rows:
                 continue
-            if not self.local:
-                files = [str(staged.root / f.path) for f in staged.done]
-                dataset = pads.dataset(files, schema=staged.schema, format="parquet")
-                reader = pa.RecordBatchReader.from_batches(staged.schema, dataset.to_batches())
-                versions[table] = self.lake.append(table, reader, staged.partition_by, metadata)
-                continue
-            now = int(time.time() * 1000)
-            actions = [
-                AddAction(f.path, (staged.root / f.path).stat().st_size, f.partition_values, now, True, f.stats())
-                for f in staged.done
-            ]
-            if self.lake.exists(table):
-                self.lake.delta(table).create_write_transaction(
-                    actions, mode="append", schema=staged.schema, partition_by=staged.partition_by or None, commit_properties=props
-                )
-            else:
-                create_table_with_add_actions(
-                    self.lake.table_uri(table), DeltaSchema.from_arrow(staged.schema), actions, partition_by=staged.partition_by or None, commit_properties=props
-                )
-            versions[table] = self.lake.delta(table).version()
+            try:
+                versions[table] = self._commit_table(table, staged, metadata)
+            except BaseException:
+                if not self.local or self._landed(table) is False:
+                    raise  # nothing of it is in the lake: discard() may delete its files
+                del self.tables[table]  # landed, or not known: its files are (or may be) lake data
+                raise
+            del self.tables[table]
         self.tables.clear()
         return versions
+
+    def _commit_table(self, table: str, staged: _StagedTable, metadata: dict[str, str]) -> int:
+        if not self.local:
+            files = [str(staged.root / f.path) for f in staged.done]
+            dataset = pads.dataset(files, schema=staged.schema, format="parquet")
+            reader = pa.RecordBatchReader.from_batches(staged.schema, dataset.to_batches())
+            return self.lake.append(table, reader, staged.partition_by, metadata)
+        props = CommitProperties(custom_metadata=metadata)
+        now = int(time.time() * 1000)
+        actions = [
+            AddAction(f.path, (staged.root / f.path).stat().st_size, f.partition_values, now, True, f.stats())
+            for f in staged.done
+        ]
+        if self.lake.exists(table):
+            self.lake.delta(table).create_write_transaction(
+                actions, mode="append", schema=staged.schema, partition_by=staged.partition_by or None, commit_properties=props
+            )
+        else:
+            create_table_with_add_actions(
+                self.lake.table_uri(table), DeltaSchema.from_arrow(staged.schema), actions, partition_by=staged.partition_by or None, commit_properties=props
+            )
+        return self.lake.delta(table).version()
+
+    def _landed(self, table: str) -> bool | None:
+        """Whether this staging's commit of ``table`` is in its log (True / False), or None when the log cannot be read."""
+        try:
+            if not self.lake.exists(table):
+                return False
+            return any(h.get(STAGING_TOKEN_KEY) == self.token for h in self.lake.delta(table).history(LANDED_LOOKBACK))
+        except Exception:
+            return None
 
     def discard(self) -> None:
         """Delete the data files of anything not committed (after an error)."""

@@ -4,8 +4,11 @@ Every run appends new files, so a lake that grows run by run has many small file
 a table's files into few large ones, optionally clustered by columns (z-order: ``--zorder pair_id`` makes
 a lookup by pair id read one row group instead of every file). It is a new Delta version with the same
 rows: older versions stay readable (``--as-of``) until ``vacuum`` deletes the files no version within the
-retention period references. Vacuum keeps Delta's retention check on (default 7 days), which is also what
-keeps it from deleting the data files a running writer has staged but not committed yet.
+retention period references: files older versions removed, and orphans, files no version ever named (a
+run killed before its commit leaves its staged files so). Vacuum is a full one (delta-rs ``full=True``:
+the table's whole folder is listed, not just the log since its last checkpoint) and keeps Delta's
+retention check on (default 7 days, by file age), which is also what keeps it from deleting the data files
+a running writer has staged but not committed yet.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def vacuum(lake: Lake, tables: list[str], retention_hours: int | None = None, ap
     found = {}
     with lake.lock("maintain"):
         for table in tables:
-            found[table] = lake.delta(table).vacuum(retention_hours=retention_hours, dry_run=not apply, enforce_retention_duration=True)
+            found[table] = lake.delta(table).vacuum(retention_hours=retention_hours, dry_run=not apply, enforce_retention_duration=True, full=True)
         if apply:
             run = RunRecord("vacuum", {"tables": tables, "retention_hours": retention_hours})
             run.rows_out = sum(len(v) for v in found.values())

@@ -110,6 +110,7 @@ def test_regroup_keeps_groups_whole() -> None:
     out = list(regroup(iter(batches), "prompt", "helpsteer"))
     assert [b.table.column("prompt").to_pylist() for b in out] == [["a", "a"], ["b", "b", "b"], ["c", "c"]]
     assert [b.first_index for b in out] == [0, 2, 5]
+    assert [b.keys.to_pylist() for b in out] == [["train#0", "train#1"], ["train#2", "train#3", "train#4"], ["train#5", "train#6"]]
 
 
 def test_hub_loader_through_datasets_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

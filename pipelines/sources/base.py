@@ -152,6 +152,7 @@ class Adapter:
     hub_revision: ClassVar[str | None] = None  # pinned when loading from the hub
     hub_data_dirs: ClassVar[list[str | None]] = [None]
     raw_schema: ClassVar[pa.Schema]
+    nullable_columns: ClassVar[frozenset[str]] = frozenset()  # raw columns the hub leaves null in valid rows; others must hold a value
     group_column: ClassVar[str | None] = None  # rows sharing it must be in one batch
     score_kind: ClassVar[str | None] = None
     version: ClassVar[str] = "1"  # bump when the mapping changes

@@ -75,6 +75,8 @@ class DistilabelOrca(Adapter):
             ("chosen_score", pa.float64()), ("in_gsm8k_train", pa.bool_()),
         ]
     )
+    # where GPT-4's labelling failed the hub leaves its outputs null; the adapter filters those rows by rule
+    nullable_columns = frozenset({"rating", "rationale", "raw_labelling_response", "chosen_score", "status"})
     score_kind = "gpt4_rating"
 
     @dataclass(frozen=True)
