@@ -408,12 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one rule setting, e.g. --set shp.min_score_ratio=3 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--debug", action="store_true", help="on an error, print the whole traceback instead of one line")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when the run committed, 1 when a quality gate refused it, 2 for bad settings, inputs or lake state."""
     from pipelines.settings import SettingsError
-    from pipelines.sources.reading import MissingColumnError
 
     args = build_parser().parse_args(argv)
     try:
@@ -424,12 +425,18 @@ def main(argv: list[str] | None = None) -> int:
             sources, lake, None if args.hub else args.data_dir, args.hub, config,
             args={k: str(v) for k, v in vars(args).items()}, progress=not (args.no_progress or args.quiet),
         )
-    except (SettingsError, MissingColumnError, FileNotFoundError, GateError, LakeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        known = (SettingsError, InputError, FileNotFoundError, LakeError, GateError)
+        print(f"error: {exc}" if isinstance(exc, known) else f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr)
+        return 1 if isinstance(exc, GateError) else 2
     if not args.quiet:
         from pipelines.sql import format_table, run_query
 
+        for name, inputs in run.inputs.items():
+            for path, why in inputs.get("skipped", {}).items():
+                print(f"note: {name}: skipped {path} ({why})")
         print(f"run {run.run_id}: {run.rows_in} raw rows, {run.rows_out} new pairs, lake {lake.uri}")
         print(format_summary(summaries))
         print("\nAll curated pairs in the lake, per source (python -m pipelines.sql table1):")

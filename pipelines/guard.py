@@ -78,11 +78,12 @@ def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: l
     return drops
 
 
-def existing_ids(lake: Lake, table: str, column: str, ids: pl.Series) -> pl.Series:
-    """Those of ``ids`` that ``table`` already holds in ``column`` (a pushed-down filter: reads only matching row groups)."""
+def existing_ids(lake: Lake, table: str, column: str, ids: pl.Series, within: pads.Expression | None = None) -> pl.Series:
+    """Those of ``ids`` that ``table`` already holds in ``column``, in the rows ``within`` selects (pushed down: reads matching files only)."""
     if not ids.len() or not lake.exists(table):
         return ids.clear()
-    found = lake.read(table, columns=[column], filter=pads.field(column).isin(ids.unique().to_list()))
+    wanted = pads.field(column).isin(ids.unique().to_list())
+    found = lake.read(table, columns=[column], filter=wanted if within is None else wanted & within)
     return pl.from_arrow(found.column(column)).alias(ids.name)
 
 
@@ -136,7 +137,8 @@ def guarded_append(
         run.versions_before = lake.versions(list(S.CORE_TABLES))
         gates = Gatekeeper(context, run.run_id)
         try:
-            present = existing_ids(lake, table, id_column, rows[id_column])
+            # an id counts as present in the batch's own iterations (an online pair may repeat an offline pair's content)
+            present = existing_ids(lake, table, id_column, rows[id_column], pads.field("iteration").isin(rows["iteration"].unique().to_list()))
             if present.len():  # landed before: a re-run after a fault between this append's commits
                 rows = rows.filter(~pl.col(id_column).is_in(present.implode()))
                 if id_column in facts.columns:

@@ -438,8 +438,7 @@ class Staging:
                 del self.tables[table]  # landed, or not known: its files are (or may be) lake data
                 raise
             del self.tables[table]
-        self.tables.clear()
-        return versions
+        return versions  # what is left had no rows: discard() deletes its (empty) files
 
     def _commit_table(self, table: str, staged: _StagedTable, metadata: dict[str, str]) -> int:
         if not self.local:

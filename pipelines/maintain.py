@@ -46,12 +46,17 @@ def optimize(lake: Lake, tables: list[str], zorder_by: list[str] | None = None) 
     return run
 
 
-def vacuum(lake: Lake, tables: list[str], retention_hours: int | None = None, apply: bool = False) -> dict[str, list[str]]:
-    """Files no version within the retention references (deleted only with ``apply``), per table."""
+def vacuum(lake: Lake, tables: list[str], retention_hours: int | None = None, apply: bool = False,
+           enforce_retention: bool = True) -> dict[str, list[str]]:
+    """Files no version within the retention references, orphans included (deleted only with ``apply``), per table.
+
+    ``enforce_retention = False`` allows a retention below the table's (Delta refuses it otherwise): only
+    safe when no writer is running, since a running writer's staged files are young orphans.
+    """
     found = {}
     with lake.lock("maintain"):
         for table in tables:
-            found[table] = lake.delta(table).vacuum(retention_hours=retention_hours, dry_run=not apply, enforce_retention_duration=True, full=True)
+            found[table] = lake.delta(table).vacuum(retention_hours=retention_hours, dry_run=not apply, enforce_retention_duration=enforce_retention, full=True)
         if apply:
             run = RunRecord("vacuum", {"tables": tables, "retention_hours": retention_hours})
             run.rows_out = sum(len(v) for v in found.values())

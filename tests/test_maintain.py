@@ -39,3 +39,26 @@ def test_vacuum_lists_but_keeps_files_within_retention(lake: Lake, capsys: pytes
         vacuum(lake, [S.PAIRS], retention_hours=0, apply=True)  # the retention check stays on
     assert main(["vacuum", "--lake", lake.uri]) == 0
     assert "dry run" in capsys.readouterr().out
+
+
+def test_vacuum_lists_orphans_a_killed_run_left(lake: Lake) -> None:
+    """The defect: files no version ever referenced were never listed (vacuum was not a full one)."""
+    import os
+    import time
+
+    curate(["shp"], lake, SAMPLES, progress=False)
+    table = lake.delta(S.PAIRS)
+    referenced = {os.path.basename(u) for u in table.file_uris()}
+    some = next(p for p in (lake.table_uri(S.PAIRS) + "/" + u.split(S.PAIRS + "/", 1)[1] for u in table.file_uris()))
+    orphan_old = some.replace(".snappy.parquet", "-orphan-old.snappy.parquet")
+    orphan_young = some.replace(".snappy.parquet", "-orphan-young.snappy.parquet")
+    for orphan in (orphan_old, orphan_young):
+        with open(some, "rb") as src, open(orphan, "wb") as dst:
+            dst.write(src.read())
+    old = time.time() - 8 * 24 * 3600
+    os.utime(orphan_old, (old, old))
+    listed = [os.path.basename(f) for f in vacuum(lake, [S.PAIRS])[S.PAIRS]]
+    assert listed == [os.path.basename(orphan_old)]  # the young one may be a running writer's: kept
+    vacuum(lake, [S.PAIRS], apply=True)
+    assert not os.path.exists(orphan_old) and os.path.exists(orphan_young)
+    assert {os.path.basename(u) for u in lake.delta(S.PAIRS).file_uris()} == referenced and lake.read(S.PAIRS).num_rows > 0

@@ -133,3 +133,84 @@ def test_module_entry_point(curated_lake: Lake) -> None:
     proc = subprocess.run([sys.executable, "-m", "pipelines.sql", "--list", "--lake", curated_lake.uri],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0 and "table1" in proc.stdout and "pairs" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------------ side doors (issue: no side door)
+def test_a_folder_name_cannot_inject_sql(lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from pipelines.curate import curate
+
+    from .conftest import SAMPLES
+
+    curate(["shp"], lake, SAMPLES, progress=False)
+    monkeypatch.chdir(tmp_path)
+    evil = "raw_x' AS source, 1 AS raw_key, 1 AS split, 1 AS source_file, 1 AS run_id, 1 AS row_json; COPY (SELECT 1) TO 'injected.csv'; --"
+    write_deltalake(f"{lake.uri}/{evil}", pa.table({"x": [1]}))
+    assert evil in lake.tables()  # a folder with a Delta log: what the runner used to splice into SQL
+    assert run_query(lake, "SELECT count(*) AS n FROM pairs").column("n")[0].as_py() > 0
+    assert run_query(lake, "SELECT count(*) AS n FROM raw_rows").column("n")[0].as_py() > 0
+    assert not (tmp_path / "injected.csv").exists()
+
+
+def test_duckdb_temp_folder_is_private_and_limits_are_set(curated_lake: Lake) -> None:
+    from pipelines.sql import connect
+
+    con1, _ = connect(curated_lake, memory_limit="512MB")
+    con2, _ = connect(curated_lake)
+    try:
+        temp1 = con1.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+        temp2 = con2.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+        assert temp1 != temp2 and Path(temp1).is_dir() and list(Path(temp1).iterdir()) == []
+        assert con1.execute("SELECT current_setting('memory_limit')").fetchone()[0] in ("488.2 MiB", "512.0 MB")
+        with pytest.raises(duckdb.Error, match="lock_configuration|locked"):
+            con1.execute("SET memory_limit = '100GB'")
+    finally:
+        con1.close()
+        con2.close()
+
+
+def test_a_query_over_its_time_limit_is_stopped(curated_lake: Lake) -> None:
+    with pytest.raises(ValueError, match="time limit"):
+        run_query(curated_lake, "SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
+
+
+def test_a_dollar_in_a_string_is_not_a_parameter(curated_lake: Lake, capsys: pytest.CaptureFixture) -> None:
+    assert run_query(curated_lake, "SELECT '$5 or $price' AS t -- $not_one").column("t")[0].as_py() == "$5 or $price"
+    assert main(["SELECT $a AS x", "--lake", curated_lake.uri, "--param", "a"]) == 2
+    assert "--param 'a' is not NAME=VALUE" in capsys.readouterr().err
+
+
+def test_csv_of_message_columns_and_whole_tables_to_a_file(curated_lake: Lake, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "folder" / "pairs.csv"  # a missing folder is made
+    assert main(["SELECT pair_id, chosen FROM pairs ORDER BY pair_id LIMIT 3", "--lake", curated_lake.uri, "--format", "csv", "--output", str(out)]) == 0
+    first = pl.read_csv(out).row(0, named=True)
+    assert json.loads(first["chosen"])[-1]["role"] == "assistant"
+    table = tmp_path / "t.txt"
+    assert main(["SELECT range AS i FROM range(250)", "--lake", curated_lake.uri, "--output", str(table)]) == 0
+    assert " 249 " in table.read_text() and "rows;" not in table.read_text()  # every row, not the first 200
+
+
+def test_output_inside_the_lake_is_refused(curated_lake: Lake, capsys: pytest.CaptureFixture) -> None:
+    versions = curated_lake.versions()
+    log = Path(curated_lake.uri) / "pairs" / "_delta_log" / f"{versions['pairs']:020d}.json"
+    before = log.read_bytes()
+    assert main(["table1", "--lake", curated_lake.uri, "--format", "json", "--output", str(log)]) == 2
+    assert "inside the lake" in capsys.readouterr().err and log.read_bytes() == before
+
+
+def test_a_log_naming_a_file_outside_the_table_is_not_read(lake: Lake, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.lake import LakeError
+
+    lake.append("t", pa.table({"x": [1]}))
+    secret = tmp_path / "secret.parquet"
+    pq.write_table(pa.table({"x": [42]}), secret)
+    log = Path(lake.table_uri("t")) / "_delta_log"
+    add = {"add": {"path": "../../secret.parquet", "size": secret.stat().st_size, "partitionValues": {}, "modificationTime": 0, "dataChange": True}}
+    (log / f"{1:020d}.json").write_text(json.dumps({"commitInfo": {"timestamp": 1}}) + "\n" + json.dumps(add) + "\n")
+    with pytest.raises(LakeError, match="outside the table"):
+        lake.read("t")

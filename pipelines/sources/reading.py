@@ -257,13 +257,12 @@ def _json_batches(path: Path, schema: pa.Schema, source: str) -> Iterator[tuple[
     """Arrow's streaming JSON reader; at a defect, Python re-reads the rest of the file to find the record at fault."""
     done = 0
     if not _is_json_array(path, source):
-        stream = pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None)
-        reader = pajson.open_json(
-            stream,
-            read_options=pajson.ReadOptions(block_size=BLOCK_BYTES),
-            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
-        )
         try:
+            reader = pajson.open_json(  # reads the first block at once: a defect there raises here
+                pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None),
+                read_options=pajson.ReadOptions(block_size=BLOCK_BYTES),
+                parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+            )
             for batch in reader:
                 table = _checked_utf8(pa.Table.from_batches([batch]), source, path, done)
                 yield table, None, None
