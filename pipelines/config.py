@@ -9,12 +9,12 @@ raised before any work starts.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.settings import SettingsError, load_config, merge, parse_overrides
+from pipelines.settings import SettingsError, coerce, load_config, merge, parse_overrides
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 SECTIONS = {"reward_model", "dpo", "prompts", "generate", "select", "iteration"}
@@ -34,42 +34,6 @@ def load_layers(preset: str, config: Path | None = None, overrides: list[str] | 
     return merge(load_config(path), load_config(config), parse_overrides(overrides or []))
 
 
-def _coerce(value: Any, field: dataclasses.Field, key: str) -> Any:
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
-    if isinstance(value, str):
-        if kind.startswith("dict"):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise SettingsError(f"{key}: expected a JSON object, got {value!r}") from exc
-        elif kind.startswith("tuple"):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif kind.startswith("bool"):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise SettingsError(f"{key}: expected true or false, got {value!r}")
-            return value.lower() in ("true", "1")
-        elif kind.startswith("int"):
-            if value.lower() in ("none", "null") and "None" in kind:
-                return None
-            try:
-                return int(value)
-            except ValueError as exc:
-                raise SettingsError(f"{key}: expected an integer, got {value!r}") from exc
-        elif kind.startswith("float"):
-            try:
-                return float(value)
-            except ValueError as exc:
-                raise SettingsError(f"{key}: expected a number, got {value!r}") from exc
-        elif value.lower() in ("none", "null") and "None" in kind:
-            return None
-    if kind.startswith("tuple") and isinstance(value, list):
-        inner = kind[kind.index("[") + 1:].split(",")[0].strip() if "[" in kind else "str"
-        return tuple(float(v) if inner == "float" else int(v) if inner == "int" else str(v) for v in value)
-    if kind.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def build(cls: type, layers: dict[str, dict[str, Any]], section: str, **fixed: Any) -> Any:
     """An instance of dataclass ``cls`` from ``layers[section]`` (plus ``fixed`` values the caller owns)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -77,7 +41,7 @@ def build(cls: type, layers: dict[str, dict[str, Any]], section: str, **fixed: A
     unknown = set(values) - set(fields)
     if unknown:
         raise SettingsError(f"unknown setting(s) {', '.join(f'{section}.{k}' for k in sorted(unknown))}; known: {', '.join(fields)}")
-    kwargs = {name: _coerce(v, fields[name], f"{section}.{name}") for name, v in values.items()}
+    kwargs = {name: coerce(v, fields[name].type, f"{section}.{name}") for name, v in values.items()}
     try:
         return cls(**{**kwargs, **fixed})
     except (TypeError, ValueError) as exc:
@@ -88,3 +52,19 @@ def check_sections(layers: dict[str, dict[str, Any]], known: set[str] = SECTIONS
     unknown = set(layers) - known
     if unknown:
         raise SettingsError(f"unknown config section(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: str) -> None:
+    """One ``--name`` flag per field of dataclass ``cls`` (help: the field's ``help`` metadata and default)."""
+    group = parser.add_argument_group(f"[{section}] settings")
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        help_text = f.metadata.get("help", "")
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}__{f.name}", default=None, metavar=f.type.upper().split("[")[0].split(" ")[0] if isinstance(f.type, str) else None,
+                           help=f"{help_text + '; ' if help_text else ''}default: {default!r} (as --set {section}.{f.name}=…)")
+
+
+def dataclass_from_flags(cls: type, args: argparse.Namespace, section: str, **layers: Any) -> Any:
+    """An instance of ``cls`` from the flags :func:`add_dataclass_flags` made (coerced and checked like ``--set``)."""
+    given = {f.name: getattr(args, f"{section}__{f.name}") for f in dataclasses.fields(cls) if getattr(args, f"{section}__{f.name}", None) is not None}
+    return build(cls, {section: {**layers, **given}}, section)

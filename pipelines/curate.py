@@ -445,4 +445,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.errors import run
+
+    sys.exit(run(main))

@@ -14,12 +14,13 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from pipelines import schema as S
+from pipelines.errors import UsageError
 from pipelines.lake import Lake
 
 STAGES = ("prompts", "generate", "score", "select", "report", "train")
 
 
-class IterationOrderError(RuntimeError):
+class IterationOrderError(UsageError):
     """Iteration N was asked for before iteration N-1 finished."""
 
 

@@ -36,12 +36,14 @@ from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
+from pipelines.errors import UsageError
+
 DEFAULT_LAKE = "data/lake"
 
 Versions = dict[str, int]
 
 
-class LakeError(RuntimeError):
+class LakeError(UsageError):
     """A lake operation that cannot be carried out (missing table, concurrent writer, bad version)."""
 
 

@@ -365,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         timings, summary = run_iteration(lake, args.iteration, config, args.from_stage, args.force, args.models_dir, args.reports_dir,
                                          args.override_quality)
-    except (SettingsError, IterationOrderError, LakeError, ReportFailed, GateError, ValueError) as exc:
+    except (ReportFailed, GateError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except (SettingsError, IterationOrderError, LakeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"\niteration {args.iteration} finished in {time.perf_counter() - t0:.0f} s")
@@ -376,4 +379,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.errors import run
+
+    sys.exit(run(main))

@@ -8,33 +8,75 @@ A TOML file uses one table per source: ``[shp]`` / ``min_score_ratio = 3``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import UsageError
 from pipelines.sources import ADAPTERS, MIXTURES, Adapter
 from pipelines.sources.base import SharedRules
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError, ValueError):
     """A configuration that names an unknown source or rule, or gives a value of the wrong type."""
 
 
-def _coerce(value: Any, example: Any, key: str) -> Any:
-    if isinstance(value, str) and not isinstance(example, str):
-        if isinstance(example, bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise SettingsError(f"{key}: expected true or false, got {value!r}")
-            return value.lower() in ("true", "1")
-        try:
-            return type(example)(value)
-        except ValueError as exc:
-            raise SettingsError(f"{key}: expected {type(example).__name__}, got {value!r}") from exc
-    if isinstance(example, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is not type(example):
-        raise SettingsError(f"{key}: expected {type(example).__name__}, got {value!r}")
-    return value
+def _split_union(annotation: str) -> tuple[str, bool]:
+    """``"int | None"`` -> ``("int", True)``: the base type of an annotation and whether None is allowed."""
+    parts = [p.strip() for p in annotation.split("|")]
+    return next((p for p in parts if p != "None"), "None"), "None" in parts
+
+
+def coerce(value: Any, annotation: str, key: str) -> Any:
+    """``value`` (from TOML, ``--set`` text or a CLI flag) as the type a settings field is annotated with.
+
+    The one coercion of every setting in the project. Text is parsed (``"3"`` -> 3, ``"true"``, ``"1.0,0.7"``
+    for tuples, JSON for dicts, ``none`` where None is allowed); a value of another type (a TOML string for a
+    number) is an error naming ``key``, never a silent conversion. Ints are accepted for floats.
+    """
+    base, optional = _split_union(annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation)))
+    if value is None or (isinstance(value, str) and optional and base != "str" and value.strip().lower() in ("none", "null")):
+        if optional:
+            return None
+        raise SettingsError(f"{key}: a value is required")
+    want = base.split("[")[0]
+    text = value.strip() if isinstance(value, str) else None
+    try:
+        if want == "bool":
+            if text is not None:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.lower() in ("true", "1")
+            if isinstance(value, bool):
+                return value
+        elif want == "int":
+            if text is not None:
+                return int(text)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif want == "float":
+            if text is not None:
+                return float(text)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        elif want == "str":
+            if isinstance(value, str):
+                return value
+        elif want == "tuple":
+            items = [v.strip() for v in text.split(",") if v.strip()] if text is not None else value
+            if isinstance(items, (list, tuple)):
+                inner = base[base.index("[") + 1:].split(",")[0].strip() if "[" in base else "str"
+                return tuple(coerce(v, inner, key) for v in items)
+        elif want == "dict":
+            parsed = json.loads(text) if text is not None else value
+            if isinstance(parsed, dict):
+                return parsed
+        else:
+            return value  # a type the coercion does not know: the dataclass checks it
+    except (ValueError, json.JSONDecodeError):
+        pass
+    raise SettingsError(f"{key}: expected {base}{' or none' if optional else ''}, got {value!r}")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
@@ -81,12 +123,11 @@ def resolve_sources(spec: str) -> list[str]:
 
 def _build(cls: type, values: dict[str, Any], section: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    defaults = cls()
     kwargs = {}
     for name, value in values.items():
         if name not in fields:
             raise SettingsError(f"unknown setting {section}.{name}; known: {', '.join(fields) or '(none)'}")
-        kwargs[name] = _coerce(value, getattr(defaults, name), f"{section}.{name}")
+        kwargs[name] = coerce(value, fields[name].type, f"{section}.{name}")
     try:
         return cls(**kwargs)
     except ValueError as exc:

@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 
+from pipelines.errors import Refused
 from pipelines.schema import VALIDATION_SCHEMA
 from quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
 
 
-class GateError(RuntimeError):
+class GateError(Refused):
     """A batch-level expectation failed: the commit it guards must not happen."""
 
     def __init__(self, table: str, failures: list[tuple[str, str]]):

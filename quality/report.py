@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from pipelines import schema as S
+from pipelines.errors import Refused
 from pipelines.lake import DEFAULT_LAKE, Lake
 from pipelines.sources import ADAPTERS
 from pipelines.sql import connect
@@ -63,7 +64,7 @@ class Report:
         return self.status == "failed"
 
 
-class ReportFailed(RuntimeError):
+class ReportFailed(Refused):
     """DPO was asked to train on a snapshot whose quality report failed."""
 
     def __init__(self, report: Report):
@@ -366,4 +367,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.errors import run
+
+    sys.exit(run(main))

@@ -1,0 +1,60 @@
+"""The ``prefhouse`` command: one entry point, a subcommand per job, one meaning for every exit code.
+
+    prefhouse curate --sources all          prefhouse iterate --iter 2          prefhouse loop
+    prefhouse train-rm --preset cpu         prefhouse train-dpo --iter 1 …      prefhouse sql table1
+    prefhouse report --iter 1               prefhouse export --out DIR …        prefhouse maintain vacuum
+
+Each subcommand is the job's own command line (``prefhouse curate --help`` lists every setting with its
+default); the scripts of the card keep working (``python pipelines/run_iteration.py --iter 2``, ``python -m
+pipelines.sql …``) and answer with the same exit codes: 0 done, 1 a quality gate or report refused the
+work, 2 a usage, configuration, input or lake-state error, each with one line on standard error (``--debug``
+shows the traceback). A job's module is imported only when it runs, so ``prefhouse --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+if __package__ in (None, ""):
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from pipelines.errors import OK, USAGE, run
+
+JOBS: dict[str, tuple[str, str]] = {  # subcommand: (module with main(argv), what it does)
+    "curate": ("pipelines.curate", "raw source files -> the lake's pairs, prompts, quarantine and run log"),
+    "iterate": ("pipelines.run_iteration", "one online iteration: prompts, generate, score, select, report, train"),
+    "loop": ("pipelines.run_loop", "the main job: curate, reward model, iterations 1..K, SQL summary"),
+    "train-rm": ("training.train_rm", "train the reward model on a lake snapshot"),
+    "train-dpo": ("training.train_dpo", "DPO on a lake snapshot, behind the quality report"),
+    "sql": ("pipelines.sql", "read-only SQL over the lake (named queries, files or SELECT text)"),
+    "report": ("quality.report", "the data-quality report before DPO round N"),
+    "export": ("training.export", "a snapshot as Parquet in TRL's preference layout, with a dataset card"),
+    "maintain": ("pipelines.maintain", "optimize (compact, z-order) or vacuum lake tables"),
+}
+def usage() -> str:
+    width = max(map(len, JOBS))
+    lines = ["usage: prefhouse <job> [options]    (prefhouse <job> --help: the job's options and settings)", "", "jobs:"]
+    lines += [f"  {name:{width}}  {what}" for name, (_, what) in JOBS.items()]
+    lines += ["", "exit codes: 0 done, 1 a quality gate or report refused the work, 2 a usage, configuration, input or lake error"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return OK if argv else USAGE
+    job, rest = argv[0], argv[1:]
+    if job not in JOBS:
+        print(f"error: unknown job {job!r}\n\n{usage()}", file=sys.stderr)
+        return USAGE
+    module = importlib.import_module(JOBS[job][0])
+    sys.argv[0] = f"prefhouse {job}"
+    return run(module.main, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The ``prefhouse`` command (one entry point, one meaning per exit code) and ``prefhouse export`` (TRL's layout)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipelines import cli
+from pipelines import schema as S
+from pipelines.lake import Lake
+
+from .conftest import REPO
+
+
+def test_prefhouse_dispatches_every_job_and_its_help(curated_lake: Lake, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["sql", "table1", "--lake", curated_lake.uri, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("source,n_prompts")
+    assert cli.main(["no-such-job"]) == 2 and "unknown job" in capsys.readouterr().err
+    for job in cli.JOBS:
+        with pytest.raises(SystemExit) as done:
+            cli.main([job, "--help"])
+        assert done.value.code == 0, job
+        assert "usage:" in capsys.readouterr().out, job
+
+
+def test_exit_codes_mean_the_same_everywhere(curated_lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = str(tmp_path / "empty")
+    cases = [
+        (["train-rm", "--set", "reward_model.nonsense=1", "--lake", empty], 2, "unknown setting"),
+        (["train-dpo", "--iter", "1", "--set", "dpo.beta=high", "--lake", empty], 2, "dpo.beta: expected float"),
+        (["iterate", "--iter", "2", "--lake", empty], 2, "iteration 1"),
+        (["maintain", "vacuum", "--lake", empty], 2, "does not exist"),
+        (["report", "--iter", "0", "--lake", empty, "--out", str(tmp_path / "r")], 1, ""),
+        (["curate", "--sources", "nope", "--lake", empty], 2, "unknown source"),
+    ]
+    for argv, code, text in cases:
+        assert cli.main(argv) == code, argv
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err, (argv, err)
+
+
+def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "prefhouse"
+    proc = subprocess.run([str(script), "export", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--eval-fraction" in proc.stdout and "default: 'mix2'" in proc.stdout
+    proc = subprocess.run([sys.executable, "pipelines/run_iteration.py", "--iter", "2", "--lake", str(tmp_path / "l")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_export_is_trl_conversational_and_traceable(curated_lake: Lake, tmp_path: Path, tiny_model: str) -> None:
+    import datasets
+
+    out = tmp_path / "export"
+    assert cli.main(["export", "--out", str(out), "--lake", curated_lake.uri, "--mixture", "mix1", "--eval-fraction", "0.2"]) == 0
+    card = (out / "README.md").read_text()
+    loaded = datasets.load_dataset("parquet", data_files={"train": str(out / "train.parquet"), "eval": str(out / "eval.parquet")})
+    train = loaded["train"]
+    assert set(train.column_names) >= {"prompt", "chosen", "rejected", "pair_id", "source", "iteration", "split"}
+    assert set(train["source"]) <= {"hh_rlhf", "shp", "ultrafeedback"} and len(loaded["eval"]) > 0
+    lake_pairs = pl.from_arrow(curated_lake.read(S.PAIRS)).filter(pl.col("pair_id").is_in(train["pair_id"]))
+    assert lake_pairs.height == len(train)
+    row = train[0]
+    lake_row = lake_pairs.filter(pl.col("pair_id") == row["pair_id"]).row(0, named=True)
+    assert row["prompt"] == lake_row["prompt"]  # the prompt turns, as the lake has them
+    assert row["chosen"] == [lake_row["chosen"][-1]] and row["chosen"][0]["role"] == "assistant"  # the completion only
+    assert row["rejected"] == [lake_row["rejected"][-1]]
+    from training.snapshot import Selection, resolve
+
+    snapshot = resolve(curated_lake, Selection(mixture="mix1", eval_fraction=0.2))
+    assert snapshot.snapshot_hash in card and f'"pairs": {curated_lake.version(S.PAIRS)}' in card
+    assert train["pair_id"] == snapshot.train.column("pair_id").to_pylist()  # the rows a training job reads, in its order
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, max_length=128, report_to=[],
+                     save_strategy="no", use_cpu=True)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=train.select(range(4)),
+                         processing_class=AutoTokenizer.from_pretrained(tiny_model))
+    assert trainer.train().global_step == 1
