@@ -1,1 +1,2 @@
-"""prefhouse pipelines: the lake, source adapters, curation and the SQL runner."""
+"""prefhouse pipelines: storage (``core``), curation (``sources``, ``curate``), the online iteration
+(``online``, ``run_iteration``) and the entry points (``cli``, ``run_loop``, ``sql``, ``maintain``)."""

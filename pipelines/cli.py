@@ -16,23 +16,18 @@ from __future__ import annotations
 import importlib
 import sys
 
-if __package__ in (None, ""):
-    from pathlib import Path
-
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from pipelines.errors import OK, USAGE, run
+from prefhouse.pipelines.core.errors import OK, USAGE, run
 
 JOBS: dict[str, tuple[str, str]] = {  # subcommand: (module with main(argv), what it does)
-    "curate": ("pipelines.curate", "raw source files -> the lake's pairs, prompts, quarantine and run log"),
-    "iterate": ("pipelines.run_iteration", "one online iteration: prompts, generate, score, select, report, train"),
-    "loop": ("pipelines.run_loop", "the main job: curate, reward model, iterations 1..K, SQL summary"),
-    "train-rm": ("training.train_rm", "train the reward model on a lake snapshot"),
-    "train-dpo": ("training.train_dpo", "DPO on a lake snapshot, behind the quality report"),
-    "sql": ("pipelines.sql", "read-only SQL over the lake (named queries, files or SELECT text)"),
-    "report": ("quality.report", "the data-quality report before DPO round N"),
-    "export": ("training.export", "a snapshot as Parquet in TRL's preference layout, with a dataset card"),
-    "maintain": ("pipelines.maintain", "optimize (compact, z-order) or vacuum lake tables"),
+    "curate": ("prefhouse.pipelines.curate", "raw source files -> the lake's pairs, prompts, quarantine and run log"),
+    "iterate": ("prefhouse.pipelines.run_iteration", "one online iteration: prompts, generate, score, select, report, train"),
+    "loop": ("prefhouse.pipelines.run_loop", "the main job: curate, reward model, iterations 1..K, SQL summary"),
+    "train-rm": ("prefhouse.training.train_rm", "train the reward model on a lake snapshot"),
+    "train-dpo": ("prefhouse.training.train_dpo", "DPO on a lake snapshot, behind the quality report"),
+    "sql": ("prefhouse.pipelines.core.sql", "read-only SQL over the lake (named queries, files or SELECT text)"),
+    "report": ("prefhouse.quality.report", "the data-quality report before DPO round N"),
+    "export": ("prefhouse.training.export", "a snapshot as Parquet in TRL's preference layout, with a dataset card"),
+    "maintain": ("prefhouse.pipelines.maintain", "optimize (compact, z-order) or vacuum lake tables"),
 }
 def usage() -> str:
     width = max(map(len, JOBS))

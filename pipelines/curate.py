@@ -12,37 +12,25 @@ named recipe rule) or quarantined (invalid, with a reason), and the counts land 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the project from the repository root
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
-from tqdm import tqdm
-
-from pipelines import schema as S
-from pipelines.guard import enforce_gates
-from pipelines.ids import messages_key, trimmed, with_md5
-from pipelines.lake import DEFAULT_LAKE, Lake, LakeError, Staging, staging
-from pipelines.rules import apply_shared_rules
-from pipelines.runlog import RunRecord
-from pipelines.settings import (
-    build_adapters,
-    describe_settings,
-    load_config,
-    merge,
-    parse_overrides,
-    resolve_sources,
-)
-from pipelines.sources import Adapter
-from pipelines.sources.base import INVALID, REJECT_SCHEMA, rejects
-from pipelines.sources.reading import (
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.ids import messages_key, trimmed, with_md5
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, LakeError, Staging, staging
+from prefhouse.pipelines.core.runlog import RunRecord
+from prefhouse.pipelines.core.schema import INVALID
+from prefhouse.pipelines.core.settings import load_config, merge, parse_overrides
+from prefhouse.pipelines.sources import Adapter
+from prefhouse.pipelines.sources.base import REJECT_SCHEMA, rejects
+from prefhouse.pipelines.sources.reading import (
     InputError,
     InputReport,
     RawBatch,
@@ -52,9 +40,13 @@ from pipelines.sources.reading import (
     regroup,
     resolve_revision,
 )
-from quality.checks import pair_facts, prompt_facts, raw_facts
-from quality.gates import GateError, Gatekeeper, Verdict, validation_rows
-from quality.suites import GateContext
+from prefhouse.pipelines.sources.rules import apply_shared_rules
+from prefhouse.pipelines.sources.settings import build_adapters, describe_settings, resolve_sources
+from prefhouse.quality.checks import pair_facts, prompt_facts, raw_facts
+from prefhouse.quality.gates import GateError, Gatekeeper, Verdict, validation_rows
+from prefhouse.quality.guard import enforce_gates
+from prefhouse.quality.suites import GateContext
+from tqdm import tqdm
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
@@ -125,56 +117,83 @@ class Seen:
         return self.raw_keys[source]
 
 
-def process_batch(
-    adapter: Adapter, batch: RawBatch, lake: Lake, seen: Seen, stage: Staging, gates: Gatekeeper, run: RunRecord, summary: SourceSummary,
-    hub_revision: str | None = None,
-) -> None:
+@dataclass
+class SourceRun:
+    """What every batch of one source shares: its adapter, the ids the lake holds, the staging, the gates, the run, its counts."""
+
+    adapter: Adapter
+    lake: Lake
+    seen: Seen
+    stage: Staging
+    gates: Gatekeeper
+    run: RunRecord
+    summary: SourceSummary
+    hub_revision: str | None = None
+
+    @functools.cached_property
+    def provenance(self) -> dict[str, pl.Expr]:
+        a = self.adapter
+        return {
+            "source": pl.lit(a.name), "hub_id": pl.lit(a.hub_id), "hub_revision": pl.lit(self.hub_revision, pl.String),
+            "rule": pl.lit(a.rule), "rule_version": pl.lit(a.rule_version), "run_id": pl.lit(self.run.run_id),
+            "created_at": pl.lit(self.run.started_at, pl.Datetime("us", "UTC")),
+        }
+
+
+def process_batch(ctx: SourceRun, batch: RawBatch) -> None:
     """One batch of one source: stage new raw rows, pairs, copies, prompts and rejects; count every row."""
-    now = run.started_at
-    keys = batch.keys
-    n = batch.table.num_rows
-    summary.rows_in += n
-    provenance = {
-        "source": pl.lit(adapter.name), "hub_id": pl.lit(adapter.hub_id), "hub_revision": pl.lit(hub_revision, pl.String),
-        "rule": pl.lit(adapter.rule), "rule_version": pl.lit(adapter.rule_version), "run_id": pl.lit(run.run_id),
-        "created_at": pl.lit(now, pl.Datetime("us", "UTC")),
-    }
     unreadable = _unreadable_rejects(batch)
-    summary.rows_in += unreadable.height
-    if not n:
-        _stage_rejects(unreadable, [], adapter, seen, stage, summary, provenance)
+    ctx.summary.rows_in += batch.table.num_rows + unreadable.height
+    for rule, c in unreadable.group_by("rule").len().iter_rows():  # records that never became rows: quarantined
+        ctx.summary.rows["quarantined"] += c
+        ctx.summary.row_rules[("quarantined", rule)] += c
+    if not batch.table.num_rows:
+        _stage_rejects(ctx, unreadable)
         return
+    rows, missing = _without_missing_values(pl.from_arrow(_stage_raw(ctx, batch)), ctx.adapter)
+    cands = ctx.adapter.candidates(rows)
+    kept, pair_rejects = apply_shared_rules(cands.pairs, ctx.adapter)
+    all_rejects = pl.concat([missing, cands.rejects, pair_rejects])
+    _count_rows(ctx.summary, pl.concat([rows.select("_raw_key"), missing.select(pl.col("raw_keys").list.first().alias("_raw_key"))]),
+                kept, all_rejects)
+    _stage_rejects(ctx, pl.concat([unreadable, all_rejects]))
+    ctx.summary.rejects[("pair", "kept", None)] += kept.height
+    if kept.height:
+        _stage_prompts(ctx, _stage_pairs(ctx, kept))
+
+
+def _stage_raw(ctx: SourceRun, batch: RawBatch) -> pa.Table:
+    """The batch with its ingest columns; the rows the lake lacks are staged for the bronze table."""
+    n, now = batch.table.num_rows, ctx.run.started_at
     ingest = {
-        "_raw_key": keys, "_split": pa.array([batch.split] * n), "_source_file": pa.array([batch.source_file] * n),
-        "_run_id": pa.array([run.run_id] * n), "_ingested_at": pa.array([now] * n, S.TIMESTAMP),
+        "_raw_key": batch.keys, "_split": pa.array([batch.split] * n), "_source_file": pa.array([batch.source_file] * n),
+        "_run_id": pa.array([ctx.run.run_id] * n), "_ingested_at": pa.array([now] * n, S.TIMESTAMP),
     }
     raw = batch.table
     for name, values in ingest.items():
         raw = raw.append_column(name, values)
-    fresh = seen.raw(lake, adapter.name).new(pl.from_arrow(keys))
+    fresh = ctx.seen.raw(ctx.lake, ctx.adapter.name).new(pl.from_arrow(batch.keys))
     if fresh.any():
         new_raw = raw.filter(fresh.to_arrow())
-        stage.add(S.raw_table(adapter.name), new_raw, adapter.lake_schema())
-        gates.observe("raw", "raw", raw_facts(pl.from_arrow(new_raw.select(["_raw_key", "_split"])), S.raw_table(adapter.name)))
-        summary.raw_new += int(fresh.sum())
+        table = S.raw_table(ctx.adapter.name)
+        ctx.stage.add(table, new_raw, ctx.adapter.lake_schema())
+        ctx.gates.observe("raw", "raw", raw_facts(pl.from_arrow(new_raw.select(["_raw_key", "_split"])), table))
+        ctx.summary.raw_new += int(fresh.sum())
+    return raw
 
-    rows, missing = _without_missing_values(pl.from_arrow(raw), adapter)
-    cands = adapter.candidates(rows)
-    kept, pair_rejects = apply_shared_rules(cands.pairs, adapter)
-    all_rejects = pl.concat([missing, cands.rejects, pair_rejects])
 
-    # ---- row accounting: paired > first reject naming the row > filtered as "no_comparison"
+def _count_rows(summary: SourceSummary, raw_keys: pl.DataFrame, kept: pl.DataFrame, rejects: pl.DataFrame) -> None:
+    """Each raw row's one outcome: paired > the first reject naming it > filtered as ``no_comparison``."""
     paired = kept.select(pl.col("raw_keys").explode().alias("_raw_key")).unique().with_columns(pl.lit(True).alias("_paired"))
     first_reject = (
-        all_rejects.with_row_index("_order").explode("raw_keys").rename({"raw_keys": "_raw_key"})
+        rejects.with_row_index("_order").explode("raw_keys").rename({"raw_keys": "_raw_key"})
         .sort("_order").unique("_raw_key", keep="first", maintain_order=True).select("_raw_key", "kind", "rule")
     )
     outcome = (
-        pl.concat([rows.select("_raw_key"), missing.select(pl.col("raw_keys").list.first().alias("_raw_key"))])
-        .join(paired, on="_raw_key", how="left").join(first_reject, on="_raw_key", how="left")
+        raw_keys.join(paired, on="_raw_key", how="left").join(first_reject, on="_raw_key", how="left")
         .select(
             pl.when(pl.col("_paired")).then(pl.lit("paired"))
-            .when(pl.col("kind") == "invalid").then(pl.lit("quarantined"))
+            .when(pl.col("kind") == INVALID).then(pl.lit("quarantined"))
             .otherwise(pl.lit("filtered")).alias("outcome"),
             pl.when(pl.col("_paired")).then(pl.lit(None, pl.String)).otherwise(pl.col("rule").fill_null("no_comparison")).alias("rule"),
         )
@@ -183,40 +202,43 @@ def process_batch(
     for o, r, c in outcome.iter_rows():
         summary.rows[o] += c
         summary.row_rules[(o, r)] += c
-    _stage_rejects(unreadable, [all_rejects], adapter, seen, stage, summary, provenance)
-    summary.rejects[("pair", "kept", None)] += kept.height
-    if not kept.height:
-        return
-    # ---- pairs: ids, dedup, copies
+
+
+def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> pl.DataFrame:
+    """Ids for the kept pairs; every new copy staged for ``pair_sources``, each pair's first copy for ``pairs``."""
     kept = with_md5(kept, "prompt_id", messages_key(pl.col("prompt")))
     kept = with_md5(kept, "pair_id", pl.col("prompt_id"), trimmed(pl.col("chosen_reply")), trimmed(pl.col("rejected_reply")))
     kept = with_md5(
-        kept, "copy_id", pl.col("pair_id"), pl.lit(adapter.name), pl.col("split"), pl.col("raw_keys").list.join(","), pl.col("item").fill_null("")
+        kept, "copy_id", pl.col("pair_id"), pl.lit(ctx.adapter.name), pl.col("split"), pl.col("raw_keys").list.join(","), pl.col("item").fill_null("")
     )
-    first_copy = seen.pair_ids.new(kept["pair_id"])
-    kept = kept.with_columns(first_copy.alias("is_first_copy"), **provenance)
-    new_copies = kept.filter(seen.copy_ids.new(kept["copy_id"]))
-    summary.pairs_new += int(first_copy.sum())
-    summary.pairs_duplicate += kept.height - int(first_copy.sum())
-    stage.add(S.PAIR_SOURCES, new_copies.to_arrow(), S.PAIR_SOURCE_SCHEMA, ["source"])
-    score_kind = adapter.score_kind if kept["chosen_score"].is_not_null().any() else None
+    first_copy = ctx.seen.pair_ids.new(kept["pair_id"])
+    kept = kept.with_columns(first_copy.alias("is_first_copy"), **ctx.provenance)
+    new_copies = kept.filter(ctx.seen.copy_ids.new(kept["copy_id"]))
+    ctx.summary.pairs_new += int(first_copy.sum())
+    ctx.summary.pairs_duplicate += kept.height - int(first_copy.sum())
+    ctx.stage.add(S.PAIR_SOURCES, new_copies.to_arrow(), S.PAIR_SOURCE_SCHEMA, ["source"])
+    score_kind = ctx.adapter.score_kind if kept["chosen_score"].is_not_null().any() else None
     pairs = kept.filter(pl.col("is_first_copy")).with_columns(
         pl.lit(score_kind, pl.String).alias("score_kind"), pl.lit("offline").alias("origin"), pl.lit(0, pl.Int32).alias("iteration"),
         pl.lit(None, pl.String).alias("reward_model_id"), pl.lit(None, pl.String).alias("policy_model_id"),
     )
-    stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
-    gates.observe(S.PAIRS, "pairs", pair_facts(pairs))
-    # ---- prompts, one row per (prompt, source)
+    ctx.stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
+    ctx.gates.observe(S.PAIRS, "pairs", pair_facts(pairs))
+    return kept
+
+
+def _stage_prompts(ctx: SourceRun, kept: pl.DataFrame) -> None:
+    """One ``prompts`` row per (prompt, source) the lake lacks."""
     prompts = kept.unique("prompt_id", keep="first", maintain_order=True)
-    prompts = prompts.filter(seen.prompt_keys.new(prompts["prompt_id"] + f"|{adapter.name}"))
+    prompts = prompts.filter(ctx.seen.prompt_keys.new(prompts["prompt_id"] + f"|{ctx.adapter.name}"))
     prompts = prompts.select(
         "prompt_id", "source", "prompt",
         pl.col("prompt").list.eval(pl.element().filter(pl.element().struct.field("role") == "user")).list.last().struct.field("content").alias("prompt_text"),
         pl.col("prompt").list.len().cast(pl.Int32).alias("n_turns"), "run_id", "created_at",
     )
-    summary.prompts_new += prompts.height
-    stage.add(S.PROMPTS, prompts.to_arrow(), S.PROMPT_SCHEMA, ["source"])
-    gates.observe(S.PROMPTS, "prompts", prompt_facts(prompts))
+    ctx.summary.prompts_new += prompts.height
+    ctx.stage.add(S.PROMPTS, prompts.to_arrow(), S.PROMPT_SCHEMA, ["source"])
+    ctx.gates.observe(S.PROMPTS, "prompts", prompt_facts(prompts))
 
 
 def _unreadable_rejects(batch: RawBatch) -> pl.DataFrame:
@@ -245,26 +267,24 @@ def _without_missing_values(rows: pl.DataFrame, adapter: Adapter) -> tuple[pl.Da
     return flagged.filter(pl.col("_missing").is_null()).drop("_missing"), rejected
 
 
-def _stage_rejects(unreadable: pl.DataFrame, frames: list[pl.DataFrame], adapter: Adapter, seen: Seen, stage: Staging,
-                   summary: SourceSummary, provenance: dict) -> None:
-    """Quarantine every reject of a batch (records that did not fit the schema among them) and count them."""
-    if unreadable.height:
-        for rule, c in unreadable.group_by("rule").len().iter_rows():
-            summary.rows["quarantined"] += c
-            summary.row_rules[("quarantined", rule)] += c
-    all_rejects = pl.concat([unreadable, *frames]) if frames else unreadable
-    # responses and candidate pairs rejected (rejects of whole rows are the row accounting)
-    for level, kind, rule, c in all_rejects.filter(pl.col("level") != "row").group_by("level", "kind", "rule").len().iter_rows():
-        summary.rejects[(level, "quarantined" if kind == "invalid" else "filtered", rule)] += c
-    if not all_rejects.height:
+def _stage_rejects(ctx: SourceRun, rejected: pl.DataFrame) -> None:
+    """Quarantine a batch's rejects (the ids the lake lacks); count the responses and candidate pairs among them.
+
+    Whole rows are counted once each, by their outcome (:func:`_count_rows`, and unreadable records in
+    :func:`process_batch`).
+    """
+    summary = ctx.summary
+    for level, kind, rule, c in rejected.filter(pl.col("level") != "row").group_by("level", "kind", "rule").len().iter_rows():
+        summary.rejects[(level, "quarantined" if kind == INVALID else "filtered", rule)] += c
+    if not rejected.height:
         return
     q = with_md5(
-        all_rejects.with_columns(**{k: provenance[k] for k in ("source", "rule_version", "run_id", "created_at")}),
+        rejected.with_columns(**{k: ctx.provenance[k] for k in ("source", "rule_version", "run_id", "created_at")}),
         "quarantine_id", pl.col("source"), pl.col("split"), pl.col("raw_keys").list.join(","),
         pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
     )
-    q = q.filter(seen.quarantine_ids.new(q["quarantine_id"]))
-    stage.add(S.QUARANTINE, q.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
+    q = q.filter(ctx.seen.quarantine_ids.new(q["quarantine_id"]))
+    ctx.stage.add(S.QUARANTINE, q.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
 
 
 def iter_batches(adapter: Adapter, data_dir: Path | None, files: list[Path] | None, report: InputReport, revision: str | None = None):
@@ -312,8 +332,9 @@ def curate(
                     # from the hub: the commit the revision names now, loaded and recorded as each pair's hub_revision
                     revision = resolve_revision(adapter.hub_id, adapter.hub_revision) if hub else adapter.hub_revision
                     bar = tqdm(desc=f"curate {adapter.name}", unit=" rows", disable=not progress, leave=False)
+                    ctx = SourceRun(adapter, lake, seen, stage, gates, run, summary, revision)
                     for batch in iter_batches(adapter, data_dir, files[adapter.name], report, revision):
-                        process_batch(adapter, batch, lake, seen, stage, gates, run, summary, revision)
+                        process_batch(ctx, batch)
                         bar.update(batch.table.num_rows)
                     bar.close()
                     summary.seconds = time.perf_counter() - t0
@@ -414,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 when the run committed, 1 when a quality gate refused it, 2 for bad settings, inputs or lake state."""
-    from pipelines.settings import SettingsError
+    from prefhouse.pipelines.core.settings import SettingsError
 
     args = build_parser().parse_args(argv)
     try:
@@ -432,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}" if isinstance(exc, known) else f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr)
         return 1 if isinstance(exc, GateError) else 2
     if not args.quiet:
-        from pipelines.sql import format_table, run_query
+        from prefhouse.pipelines.core.sql import format_table, run_query
 
         for name, inputs in run.inputs.items():
             for path, why in inputs.get("skipped", {}).items():
@@ -445,6 +466,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.errors import run
+    from prefhouse.pipelines.core.errors import run
 
     sys.exit(run(main))

@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from deltalake import CommitProperties
-
-from pipelines import schema as S
-from pipelines.lake import DEFAULT_LAKE, Lake
-from pipelines.runlog import RunRecord
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.runlog import RunRecord
 
 
 def optimize(lake: Lake, tables: list[str], zorder_by: list[str] | None = None) -> RunRecord:
@@ -86,6 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.errors import run
+    from prefhouse.pipelines.core.errors import run
 
     sys.exit(run(main))

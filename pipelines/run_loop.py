@@ -16,33 +16,27 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipelines.config import build, load_layers
-from pipelines.curate import DEFAULT_SAMPLES, curate, format_summary
-from pipelines.generate import ENGINES
-from pipelines.lake import DEFAULT_LAKE, Lake
-from pipelines.run_iteration import IterationConfig, run_iteration
-from pipelines.settings import resolve_sources
-from pipelines.sql import format_table, run_query
-from training import models
-from training.train_rm import RewardModelSettings, train_reward_model
+from prefhouse.pipelines.core.config import add_config_arguments, build, load_layers
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.sql import format_table, run_query
+from prefhouse.pipelines.curate import DEFAULT_SAMPLES, curate, format_summary
+from prefhouse.pipelines.online.generate import ENGINES
+from prefhouse.pipelines.run_iteration import IterationConfig, run_iteration
+from prefhouse.pipelines.sources.settings import resolve_sources
+from prefhouse.training import models
+from prefhouse.training.train_rm import RewardModelSettings, train_reward_model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python pipelines/run_loop.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--iterations", type=int, default=2, help="online iterations to run (default 2)")
-    parser.add_argument("--preset", default="cpu", help="paper | cpu | a TOML file")
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--engine", choices=ENGINES)
-    parser.add_argument("--sources", default="all")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_SAMPLES)
-    parser.add_argument("--lake", default=DEFAULT_LAKE)
+    parser.add_argument("--engine", choices=ENGINES, help="generation engine (overrides generate.engine)")
+    parser.add_argument("--sources", default="all", help="sources to curate: all, mix1, mix2 or names (default: all)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_SAMPLES, help="raw files to curate (default: the bundled samples)")
     parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
     parser.add_argument("--reports-dir", type=Path, default=None)
+    add_config_arguments(parser, {"reward_model": RewardModelSettings, **IterationConfig.SECTIONS}, DEFAULT_LAKE)
     args = parser.parse_args(argv)
     overrides = args.overrides + ([f"generate.engine={args.engine}"] if args.engine else [])
     config = IterationConfig.load(args.preset, args.config, overrides)  # every setting checked before any work
@@ -81,6 +75,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.errors import run
+    from prefhouse.pipelines.core.errors import run
 
     sys.exit(run(main))

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
-
-from pipelines.ids import messages_key
-from pipelines.rules import PROMPT_ROLES, role_pattern, same_up_to_whitespace
+from prefhouse.pipelines.core.ids import messages_key
+from prefhouse.pipelines.core.text import PROMPT_ROLES, role_pattern, same_up_to_whitespace
 
 
 @dataclass(frozen=True)

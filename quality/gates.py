@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
-
-from pipelines.errors import Refused
-from pipelines.schema import VALIDATION_SCHEMA
-from quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
+from prefhouse.pipelines.core.errors import Refused
+from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
+from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
 
 
 class GateError(Refused):

@@ -24,15 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-
-from pipelines import schema as S
-from pipelines.errors import Refused
-from pipelines.lake import DEFAULT_LAKE, Lake
-from pipelines.sources import ADAPTERS
-from pipelines.sql import connect
-from quality.checks import Bounds, pair_facts
-from quality.gates import judge
-from quality.suites import GateContext
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.errors import Refused
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.sql import connect
+from prefhouse.quality.checks import Bounds, pair_facts
+from prefhouse.quality.gates import judge
+from prefhouse.quality.suites import GateContext
 
 DEFAULT_OUT = Path("data/reports")
 
@@ -234,7 +232,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
         con.close()
 
     facts = _snapshot_facts(lake, versions, iteration)
-    sources = tuple(sorted(set(ADAPTERS) | {"online"}))
+    sources = tuple(sorted({*S.OFFLINE_SOURCES, S.ONLINE_SOURCE}))
     verdict = judge(S.PAIRS, "pairs", facts.with_row_index("_row"), GateContext(tuple(range(iteration + 1)), sources, settings.bounds), "report")
     failures = [f"{g['gate']}: {g['unexpected_count'] or 0} of {g['element_count']} rows ({g['observed_value']})" for g in verdict.results if not g["success"]]
     if counts.height == 0:
@@ -367,6 +365,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.errors import run
+    from prefhouse.pipelines.core.errors import run
 
     sys.exit(run(main))

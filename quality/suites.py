@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import great_expectations as gx
 from great_expectations.expectations import Expectation
-
-from quality.checks import Bounds
+from prefhouse.quality.checks import Bounds
 
 SUITE_VERSION = "1"
 ROW, BATCH = "row", "batch"

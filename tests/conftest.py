@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from pipelines.lake import Lake
+from prefhouse.pipelines.core.lake import Lake
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
@@ -21,8 +20,8 @@ def lake(tmp_path: Path) -> Lake:
 @pytest.fixture(scope="session")
 def curated_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     """One curation of every bundled sample, shared by read-only tests."""
-    from pipelines.curate import curate
-    from pipelines.settings import resolve_sources
+    from prefhouse.pipelines.curate import curate
+    from prefhouse.pipelines.sources.settings import resolve_sources
 
     lake = Lake(str(tmp_path_factory.mktemp("curated") / "lake"))
     curate(resolve_sources("all"), lake, SAMPLES, progress=False)
@@ -40,7 +39,9 @@ def shared_sources() -> Path:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny randomly initialised Llama with SmolLM2's real tokenizer (read from the embedded GGUF)."""
     pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[dev]')")
-    from training.models import load_gguf_tokenizer, tiny_llama
+    from prefhouse.training.models import load_gguf_tokenizer
+
+    from .helpers import tiny_llama
 
     try:
         tokenizer = load_gguf_tokenizer()

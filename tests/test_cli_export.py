@@ -8,10 +8,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from pipelines import cli
-from pipelines import schema as S
-from pipelines.lake import Lake
+from prefhouse.pipelines import cli
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
 
 from .conftest import REPO
 
@@ -69,7 +68,7 @@ def test_export_is_trl_conversational_and_traceable(curated_lake: Lake, tmp_path
     assert row["prompt"] == lake_row["prompt"]  # the prompt turns, as the lake has them
     assert row["chosen"] == [lake_row["chosen"][-1]] and row["chosen"][0]["role"] == "assistant"  # the completion only
     assert row["rejected"] == [lake_row["rejected"][-1]]
-    from training.snapshot import Selection, resolve
+    from prefhouse.training.snapshot import Selection, resolve
 
     snapshot = resolve(curated_lake, Selection(mixture="mix1", eval_fraction=0.2))
     assert snapshot.snapshot_hash in card and f'"pairs": {curated_lake.version(S.PAIRS)}' in card

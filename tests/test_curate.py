@@ -8,23 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import prefhouse.pipelines.curate as curate_module
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-import pipelines.curate as curate_module
-from pipelines import schema as S
-from pipelines.curate import curate, main
-from pipelines.lake import Lake
-from pipelines.sources import ADAPTERS
-from pipelines.sources.reading import (
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.pipelines.curate import curate, main
+from prefhouse.pipelines.sources import ADAPTERS
+from prefhouse.pipelines.sources.reading import (
     InputReport,
     MissingColumnError,
     RawBatch,
     read_hub,
     regroup,
 )
-from pipelines.sql import run_query
 
 from .conftest import REPO, SAMPLES
 

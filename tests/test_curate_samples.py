@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
-from pipelines.curate import curate
-from pipelines.lake import Lake
-from pipelines.sql import run_query
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.pipelines.curate import curate
 
 from .conftest import SAMPLES
 

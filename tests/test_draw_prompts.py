@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
-from pipelines.draw_prompts import DrawSettings, draw_prompts, quotas
-from pipelines.lake import Lake
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.online.draw_prompts import DrawSettings, draw_prompts, quotas
 
 MIX = {"ultrafeedback": 0.5, "helpsteer": 0.25, "ultrainteract_pair": 0.25}
 
@@ -31,7 +30,7 @@ def test_draw_is_deterministic_and_stratified(curated_lake: Lake) -> None:
 def test_prompts_of_earlier_iterations_are_not_drawn_again(curated_lake: Lake, tmp_path) -> None:
     import shutil
 
-    from pipelines.guard import append_responses
+    from prefhouse.quality.guard import append_responses
 
     lake = Lake(str(tmp_path / "lake"))
     shutil.copytree(curated_lake.uri, lake.uri)

@@ -20,15 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+import prefhouse.pipelines.core.lake as lake_module
 import pytest
 from deltalake import DeltaTable
-
-import pipelines.lake as lake_module
-from pipelines import schema as S
-from pipelines.curate import curate
-from pipelines.guard import append_pairs, append_responses, append_scores
-from pipelines.lake import Lake
-from pipelines.sql import run_query
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.pipelines.curate import curate
+from prefhouse.quality.guard import append_pairs, append_responses, append_scores
 
 from .conftest import REPO, SAMPLES
 
@@ -136,9 +135,9 @@ KILLER = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     from deltalake import DeltaTable
-    import pipelines.lake as lake_module
-    from pipelines.curate import curate
-    from pipelines.lake import Lake
+    import prefhouse.pipelines.core.lake as lake_module
+    from prefhouse.pipelines.curate import curate
+    from prefhouse.pipelines.core.lake import Lake
     calls = [0]
     def wrap(fn):
         def wrapped(*a, **k):
@@ -166,7 +165,7 @@ def test_kill_9_during_curation_then_the_same_command_completes(tmp_path: Path, 
         curate(SOURCES, lake, SAMPLES, progress=False)
         assert_same(lake_state(lake), expected, f"kill -9 at commit {k} of {commits}")
         # the killed run's staged files are orphans: a full vacuum lists them (retention 0 to see them now)
-        from pipelines.maintain import vacuum
+        from prefhouse.pipelines.maintain import vacuum
 
         orphans = [f for files in vacuum(lake, [S.PAIRS], retention_hours=0, enforce_retention=False).values() for f in files]
         if k <= commits - 3:  # killed at or before the pairs commit: the staged pairs files were never committed
@@ -234,7 +233,7 @@ def test_quarantine_rows_of_a_rerun_are_not_duplicated(lake: Lake, curated_lake:
 
 def test_filter_accounting_counts_gate_rejects_as_quarantined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The defect: rows whose pairs a quality gate dropped were still counted as paired."""
-    import quality.checks as checks
+    import prefhouse.quality.checks as checks
 
     real = checks.pair_facts
 
@@ -243,7 +242,7 @@ def test_filter_accounting_counts_gate_rejects_as_quarantined(tmp_path: Path, mo
         first = facts["pair_id"].sort()[0] if facts.height else None
         return facts.with_columns(pl.when(pl.col("pair_id") == first).then(10**9).otherwise(pl.col("chosen_chars")).alias("chosen_chars"))
 
-    monkeypatch.setattr("pipelines.curate.pair_facts", with_one_overlong)
+    monkeypatch.setattr("prefhouse.pipelines.curate.pair_facts", with_one_overlong)
     lake = Lake(str(tmp_path / "lake"))
     curate(["shp"], lake, SAMPLES, progress=False)
     acc = run_query(lake, "filter_accounting").to_pylist()[0]
@@ -262,10 +261,10 @@ ONLINE_STAGES = ("prompts", "generate", "score", "select")
 
 def test_iteration_stages_survive_a_fault_at_every_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: str) -> None:
     """prompts → generate → score → select, failed after each of their commits in turn, then run again as the same command would."""
-    from pipelines.iterations import pending_stages
-    from pipelines.run_iteration import Iteration, IterationConfig
-    from pipelines.settings import resolve_sources
-    from training.train_rm import RewardModelSettings, train_reward_model
+    from prefhouse.pipelines.online.iterations import pending_stages
+    from prefhouse.pipelines.run_iteration import Iteration, IterationConfig
+    from prefhouse.pipelines.sources.settings import resolve_sources
+    from prefhouse.training.train_rm import RewardModelSettings, train_reward_model
 
     config = IterationConfig.load("cpu", overrides=[
         f"iteration.initial_policy={tiny_model}", "prompts.m=4", "generate.n=2", "generate.max_new_tokens=4",

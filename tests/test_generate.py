@@ -7,9 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[dev]')")
 
-from pipelines.generate import SamplingSettings, generate_transformers  # noqa: E402
-from pipelines.guard import append_responses  # noqa: E402
-from pipelines.lake import Lake  # noqa: E402
+from prefhouse.pipelines.core.lake import Lake  # noqa: E402
+from prefhouse.pipelines.online.generate import SamplingSettings  # noqa: E402
+from prefhouse.quality.guard import append_responses  # noqa: E402
+
+from .helpers import generate_transformers  # noqa: E402
 
 PROMPTS = pl.DataFrame({
     "prompt_id": ["p1", "p2", "p3"],
@@ -44,8 +46,8 @@ def test_sampling_settings_split_and_validate() -> None:
 
 
 def test_generated_responses_scored_and_appended(tiny_model: str, lake: Lake) -> None:
-    from pipelines.guard import append_scores
-    from training.scoring import RewardScorer, score_responses
+    from prefhouse.quality.guard import append_scores
+    from prefhouse.training.scoring import RewardScorer, score_responses
 
     responses = generate_transformers(tiny_model, PROMPTS, 1, SamplingSettings(n=2, max_new_tokens=6), "tiny-policy", "r", progress=False)
     append_responses(lake, responses, iteration=1, n=2)
@@ -57,7 +59,7 @@ def test_generated_responses_scored_and_appended(tiny_model: str, lake: Lake) ->
 def test_vllm_engine_many_seeded_prompts_n_each_repeatable(tiny_model: str) -> None:
     """More prompts than one prefill step holds (vLLM 0.32 on CPU crashed on seeded requests split across steps)."""
     pytest.importorskip("vllm", reason="vLLM cannot be imported here (pip install -e '.[cpu]' or '.[gpu]')")
-    from pipelines.generate import VllmEngine
+    from prefhouse.pipelines.online.generate import VllmEngine
 
     many = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(300)],
                          "prompt": [[{"role": "user", "content": f"Tell me a story about the number {i}. " * 8}] for i in range(300)]})

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from pipelines.iterations import (
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.online.iterations import (
     STAGES,
     IterationOrderError,
     pending_stages,
@@ -12,7 +12,6 @@ from pipelines.iterations import (
     require_previous_complete,
     stage_states,
 )
-from pipelines.lake import Lake
 
 
 def test_iteration_two_needs_iteration_one_finished(lake: Lake) -> None:

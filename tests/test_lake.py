@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
-
-from pipelines.lake import Lake, LakeError, staging
+from prefhouse.pipelines.core.lake import Lake, LakeError, staging
 
 SCHEMA = pa.schema([("id", pa.string()), ("part", pa.string()), ("x", pa.int64())])
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from pipelines import schema as S
-from pipelines.curate import curate
-from pipelines.lake import Lake
-from pipelines.maintain import main, optimize, vacuum
-from pipelines.sql import run_query
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.pipelines.curate import curate
+from prefhouse.pipelines.maintain import main, optimize, vacuum
 
 from .conftest import SAMPLES
 

@@ -8,10 +8,9 @@ import sys
 import time
 
 import pytest
-
-from pipelines.curate import curate
-from pipelines.lake import Lake
-from pipelines.sql import run_query
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.pipelines.curate import curate
 
 from .conftest import SAMPLES
 

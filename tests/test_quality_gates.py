@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
-from pipelines import schema as S
-from pipelines.guard import append_pairs
-from pipelines.lake import Lake
-from pipelines.sql import run_query
-from quality.gates import GateError
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.quality.gates import GateError
+from prefhouse.quality.guard import append_pairs
 
 
 @pytest.fixture
@@ -119,7 +118,7 @@ def scores_for(resp: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_responses_and_scores_land_when_whole(lake: Lake) -> None:
-    from pipelines.guard import append_responses, append_scores
+    from prefhouse.quality.guard import append_responses, append_scores
 
     resp = responses()
     assert append_responses(lake, resp, iteration=1, n=4).landed == 12
@@ -137,7 +136,7 @@ def test_responses_and_scores_land_when_whole(lake: Lake) -> None:
     ids=["wrong_n", "duplicated_response", "wrong_partition"],
 )
 def test_bad_responses_never_land(lake: Lake, damage, gate: str) -> None:
-    from pipelines.guard import append_responses
+    from prefhouse.quality.guard import append_responses
 
     with pytest.raises(GateError) as err:
         append_responses(lake, damage(responses()), iteration=1, n=4)
@@ -146,7 +145,7 @@ def test_bad_responses_never_land(lake: Lake, damage, gate: str) -> None:
 
 
 def test_responses_for_a_prompt_used_before_are_refused(lake: Lake) -> None:
-    from pipelines.guard import append_responses
+    from prefhouse.quality.guard import append_responses
 
     append_responses(lake, responses(1), iteration=1, n=4)
     with pytest.raises(GateError, match="no_prompt_reused_across_iterations"):
@@ -164,7 +163,7 @@ def test_responses_for_a_prompt_used_before_are_refused(lake: Lake) -> None:
     ids=["nan_reward", "count_mismatch", "score_without_response"],
 )
 def test_bad_scores_never_land(lake: Lake, damage, gate: str) -> None:
-    from pipelines.guard import append_responses, append_scores
+    from prefhouse.quality.guard import append_responses, append_scores
 
     resp = responses()
     append_responses(lake, resp, iteration=1, n=4)
@@ -175,9 +174,9 @@ def test_bad_scores_never_land(lake: Lake, damage, gate: str) -> None:
 
 
 def test_a_gate_that_cannot_be_evaluated_refuses_the_batch(good: pl.DataFrame) -> None:
-    from quality.checks import pair_facts
-    from quality.gates import judge
-    from quality.suites import GateContext
+    from prefhouse.quality.checks import pair_facts
+    from prefhouse.quality.gates import judge
+    from prefhouse.quality.suites import GateContext
 
     facts = pair_facts(good).drop("shares_context").with_row_index("_row")
     verdict = judge("pairs", "pairs", facts, GateContext((1,), ("online",)), "test")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from pipelines import schema as S
-from pipelines.curate import curate
-from pipelines.lake import Lake
-from quality.report import (
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.curate import curate
+from prefhouse.quality.report import (
     ReportFailed,
     ReportSettings,
     build_report,

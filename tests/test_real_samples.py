@@ -9,10 +9,9 @@ import shutil
 from pathlib import Path
 
 import polars as pl
-
-from pipelines.curate import curate
-from pipelines.lake import Lake
-from pipelines.sql import run_query
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.pipelines.curate import curate
 
 
 def stage(shared: Path, tmp: Path, source: str, files: dict[str, str]) -> Path:

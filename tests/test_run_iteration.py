@@ -10,16 +10,15 @@ from pathlib import Path
 import polars as pl
 import pyarrow.dataset as pads
 import pytest
-
-from pipelines import schema as S
-from pipelines.curate import curate
-from pipelines.iterations import IterationOrderError
-from pipelines.lake import Lake
-from pipelines.run_iteration import IterationConfig, main, run_iteration
-from pipelines.settings import resolve_sources
-from pipelines.sql import run_query
-from quality.gates import GateError
-from training.train_rm import RewardModelSettings, train_reward_model
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.pipelines.curate import curate
+from prefhouse.pipelines.online.iterations import IterationOrderError
+from prefhouse.pipelines.run_iteration import IterationConfig, main, run_iteration
+from prefhouse.pipelines.sources.settings import resolve_sources
+from prefhouse.quality.gates import GateError
+from prefhouse.training.train_rm import RewardModelSettings, train_reward_model
 
 from .conftest import REPO, SAMPLES
 
@@ -88,7 +87,7 @@ def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: 
 
 
 def test_a_crash_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
-    from pipelines import generate as G
+    from prefhouse.pipelines.online import generate as G
 
     config = small_config(tiny_model)
     clean = tmp_path / "clean"
@@ -154,7 +153,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(ready_lake: Lake, tiny_model
 
 
 def test_a_score_count_mismatch_is_an_error(ready_lake: Lake, tiny_model: str, tmp_path: Path, monkeypatch) -> None:
-    import training.scoring as scoring
+    import prefhouse.training.scoring as scoring
 
     real = scoring.score_responses
     monkeypatch.setattr(scoring, "score_responses", lambda *a, **k: real(*a, **k).head(-1))  # one response silently unscored
@@ -164,7 +163,7 @@ def test_a_score_count_mismatch_is_an_error(ready_lake: Lake, tiny_model: str, t
 
 
 def test_train_stage_refuses_a_failed_report_until_overridden(ready_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
-    from quality.report import ReportFailed
+    from prefhouse.quality.report import ReportFailed
 
     ready_lake.append(S.PAIRS, ready_lake.read(S.PAIRS).slice(0, 1), S.PAIR_PARTITIONS)  # a duplicate that skipped the gates
     config = small_config(tiny_model)

@@ -16,7 +16,7 @@ RESPONSES = [("Because. " * (1 + (i * 5) % 11)).strip() for i in range(24)]
 
 
 def test_batched_scores_equal_one_by_one_scores(tiny_model: str) -> None:
-    from training.scoring import RewardScorer
+    from prefhouse.training.scoring import RewardScorer
 
     scorer = RewardScorer(tiny_model, batch_tokens=512, max_batch=8)
     batched = scorer.score(PROMPTS, RESPONSES, progress=False)
@@ -28,7 +28,7 @@ def test_batched_scores_equal_one_by_one_scores(tiny_model: str) -> None:
 
 
 def test_batches_respect_the_token_budget(tiny_model: str) -> None:
-    from training.scoring import RewardScorer
+    from prefhouse.training.scoring import RewardScorer
 
     scorer = RewardScorer(tiny_model, batch_tokens=100, max_batch=4)
     lengths = [10, 50, 20, 30, 5, 45, 12]
@@ -40,7 +40,7 @@ def test_batches_respect_the_token_budget(tiny_model: str) -> None:
 
 
 def test_default_model_is_the_embedded_one_and_materialises_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.models as models
+    import prefhouse.training.models as models
 
     calls = []
     monkeypatch.setattr(models, "materialise_default", lambda d=None, progress=True: calls.append(d) or Path("/models/default"))

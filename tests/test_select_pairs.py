@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
-from pipelines.select_pairs import SelectSettings, select_pairs
+from prefhouse.pipelines.online.select_pairs import SelectSettings, select_pairs
 
 
 def scored() -> pl.DataFrame:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
-from pipelines import schema as S
-from pipelines.curate import curate
-from pipelines.lake import Lake
-from training.snapshot import Selection, resolve
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.curate import curate
+from prefhouse.training.snapshot import Selection, resolve
 
 from .conftest import SAMPLES
 
@@ -59,7 +58,7 @@ def test_a_snapshot_is_pinned(lake: Lake) -> None:
 
 
 def test_online_iterations_in_snapshots(lake: Lake) -> None:
-    from pipelines.guard import append_pairs
+    from prefhouse.quality.guard import append_pairs
 
     curate(["ultrafeedback"], lake, SAMPLES, progress=False)
     offline = pl.from_arrow(lake.read(S.PAIRS)).unique("prompt_id", keep="first", maintain_order=True)
@@ -78,8 +77,8 @@ def test_online_iterations_in_snapshots(lake: Lake) -> None:
 def test_lineage_answers_both_questions_in_sql(curated_lake: Lake, tmp_path) -> None:
     import shutil
 
-    from pipelines.sql import run_query
-    from training.lineage import register_model
+    from prefhouse.pipelines.core.sql import run_query
+    from prefhouse.training.lineage import register_model
 
     lake = Lake(str(tmp_path / "lake"))
     shutil.copytree(curated_lake.uri, lake.uri)

@@ -11,9 +11,8 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines.lake import Lake
-from pipelines.sql import main, named_queries, run_query
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.sql import main, named_queries, run_query
 
 from .conftest import REPO
 
@@ -68,7 +67,7 @@ def test_provenance_reaches_the_raw_row(curated_lake: Lake) -> None:
     ],
 )
 def test_queries_cannot_write_or_escape(curated_lake: Lake, tmp_path: Path, statement: str) -> None:
-    from pipelines.sql import connect
+    from prefhouse.pipelines.core.sql import connect
 
     con, _ = connect(curated_lake)
     try:
@@ -80,7 +79,7 @@ def test_queries_cannot_write_or_escape(curated_lake: Lake, tmp_path: Path, stat
 
 
 def test_dropping_a_view_does_not_touch_the_lake(curated_lake: Lake) -> None:
-    from pipelines.sql import connect
+    from prefhouse.pipelines.core.sql import connect
 
     before = curated_lake.versions()
     con, _ = connect(curated_lake)
@@ -90,7 +89,7 @@ def test_dropping_a_view_does_not_touch_the_lake(curated_lake: Lake) -> None:
 
 
 def test_as_of_reads_old_versions(lake: Lake) -> None:
-    from pipelines.curate import curate
+    from prefhouse.pipelines.curate import curate
 
     from .conftest import SAMPLES
 
@@ -139,8 +138,7 @@ def test_module_entry_point(curated_lake: Lake) -> None:
 def test_a_folder_name_cannot_inject_sql(lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow as pa
     from deltalake import write_deltalake
-
-    from pipelines.curate import curate
+    from prefhouse.pipelines.curate import curate
 
     from .conftest import SAMPLES
 
@@ -155,7 +153,7 @@ def test_a_folder_name_cannot_inject_sql(lake: Lake, tmp_path: Path, monkeypatch
 
 
 def test_duckdb_temp_folder_is_private_and_limits_are_set(curated_lake: Lake) -> None:
-    from pipelines.sql import connect
+    from prefhouse.pipelines.core.sql import connect
 
     con1, _ = connect(curated_lake, memory_limit="512MB")
     con2, _ = connect(curated_lake)
@@ -203,8 +201,7 @@ def test_output_inside_the_lake_is_refused(curated_lake: Lake, capsys: pytest.Ca
 def test_a_log_naming_a_file_outside_the_table_is_not_read(lake: Lake, tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from pipelines.lake import LakeError
+    from prefhouse.pipelines.core.lake import LakeError
 
     lake.append("t", pa.table({"x": [1]}))
     secret = tmp_path / "secret.parquet"

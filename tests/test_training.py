@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipelines import schema as S
-from pipelines.config import build, load_layers
-from pipelines.curate import curate
-from pipelines.lake import Lake
-from pipelines.settings import SettingsError, resolve_sources
-from pipelines.sql import run_query
-from quality.report import ReportFailed
-from training.train_dpo import DPOSettings, train_dpo
-from training.train_rm import CATEGORIES, RewardModelSettings, train_reward_model
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.config import build, load_layers
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.settings import SettingsError
+from prefhouse.pipelines.core.sql import run_query
+from prefhouse.pipelines.curate import curate
+from prefhouse.pipelines.sources.settings import resolve_sources
+from prefhouse.quality.report import ReportFailed
+from prefhouse.training.train_dpo import DPOSettings, train_dpo
+from prefhouse.training.train_rm import CATEGORIES, RewardModelSettings, train_reward_model
 
 from .conftest import REPO, SAMPLES
 

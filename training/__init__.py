@@ -1,1 +1,3 @@
-"""Training jobs on lake snapshots (reward model, DPO): not built yet, see the open issue."""
+"""Training jobs on lake snapshots: the reward model and DPO (TRL), their snapshots, lineage, stored reference
+log-probabilities, reward scoring, and export of a snapshot in TRL's format. Layer: above quality (DPO refuses
+a failed report), beside curation and the online stages, below the entry points."""

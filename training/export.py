@@ -20,18 +20,14 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from pipelines.config import add_dataclass_flags, dataclass_from_flags
-from pipelines.lake import DEFAULT_LAKE, Lake, LakeError
-from pipelines.runlog import code_version
-from pipelines.settings import SettingsError
-from training.snapshot import Selection, Snapshot, resolve
+from prefhouse.pipelines.core.config import add_dataclass_flags, dataclass_from_flags
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, LakeError
+from prefhouse.pipelines.core.runlog import code_version
+from prefhouse.pipelines.core.settings import SettingsError
+from prefhouse.training.snapshot import Selection, Snapshot, resolve
 
 COLUMNS = "pair_id, prompt_id, source, iteration, split, prompt, chosen, rejected, chosen_score, rejected_score"
 
@@ -140,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.errors import run
+    from prefhouse.pipelines.core.errors import run
 
     sys.exit(run(main))
 

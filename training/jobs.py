@@ -17,21 +17,20 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import pyarrow.compute as pc
-
-from pipelines import schema as S
-from pipelines.lake import Lake
-from training.snapshot import Selection
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.training.snapshot import PairChoice, Selection
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 
 
 @dataclass(frozen=True)
-class Optimisation:
-    """Trainer settings both jobs take (the recipe's values live in the presets)."""
+class Optimisation(PairChoice):
+    """Trainer settings both jobs take, after the pairs they choose (the recipe's values live in the presets)."""
 
     learning_rate: float = 5e-7
     epochs: float = 1.0
@@ -42,14 +41,6 @@ class Optimisation:
     lr_scheduler: str = "cosine"
     seed: int = 42
     deepspeed: str | None = None  # a JSON config path, or zero2 / zero3 for training/deepspeed/zero{2,3}.json
-    # which pairs: see training.snapshot.Selection
-    mixture: str = "mix2"
-    sources: tuple[str, ...] = ()
-    caps: dict[str, int] = field(default_factory=dict)
-    fractions: dict[str, float] = field(default_factory=dict)
-    size_matched: int | None = None
-    where: str | None = None
-    eval_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.epochs <= 0 or self.per_device_batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -58,9 +49,8 @@ class Optimisation:
             deepspeed_config(self.deepspeed)  # fails now, not after the data is read
 
     def selection(self, iterations: str = "offline", max_iteration: int = 0) -> Selection:
-        return Selection(mixture=self.mixture, sources=tuple(self.sources), iterations=iterations, max_iteration=max_iteration,
-                         caps=dict(self.caps), fractions=dict(self.fractions), size_matched=self.size_matched, where=self.where,
-                         eval_fraction=self.eval_fraction, seed=self.seed)
+        choice = {f.name: getattr(self, f.name) for f in fields(PairChoice)}
+        return Selection(**choice, iterations=iterations, max_iteration=max_iteration, seed=self.seed)
 
     def trainer_kwargs(self, output_dir: Path) -> dict:
         """Keyword arguments common to TRL's RewardConfig and DPOConfig."""
@@ -139,8 +129,7 @@ def staged_output(models_dir: Path, model_id: str) -> Iterator[Path]:
 def pair_rows(lake: Lake, snapshot, split: str = "train") -> list[dict]:
     """Texts of a snapshot split, in the snapshot's order, as TRL's conversational preference rows."""
     import polars as pl
-
-    from pipelines.sql import connect
+    from prefhouse.pipelines.core.sql import connect
 
     ids = (snapshot.train if split == "train" else snapshot.eval).select(["pair_id", "source"])
     if ids.num_rows == 0:
@@ -157,3 +146,11 @@ def pair_rows(lake: Lake, snapshot, split: str = "train") -> list[dict]:
     by_id = {r["pair_id"]: r for r in texts.iter_rows(named=True)}
     return [{"pair_id": p, "source": by_id[p]["source"], "prompt": by_id[p]["prompt"], "chosen": by_id[p]["chosen"][-1:],
              "rejected": by_id[p]["rejected"][-1:]} for p in ids.column("pair_id").to_pylist()]
+
+
+def add_job_arguments(parser) -> None:
+    """The flags both training jobs take beyond the settings: where models go, and DeepSpeed."""
+    from prefhouse.training import models
+
+    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR, help=f"where models are saved (default: {models.DEFAULT_DIR})")
+    parser.add_argument("--deepspeed", help="zero2 | zero3 | a DeepSpeed JSON config (sets SECTION.deepspeed)")

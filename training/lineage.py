@@ -10,11 +10,10 @@ import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
-
-from pipelines import schema as S
-from pipelines.lake import Lake, staging
-from pipelines.runlog import code_version, package_versions
-from training.snapshot import Snapshot
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake, staging
+from prefhouse.pipelines.core.runlog import code_version, package_versions
+from prefhouse.training.snapshot import Snapshot
 
 
 def register_model(

@@ -86,19 +86,3 @@ def materialise_default(models_dir: Path = DEFAULT_DIR, progress: bool = True) -
 def resolve(model: str, models_dir: Path = DEFAULT_DIR) -> str:
     """``default`` -> the embedded checkpoint; anything else is a local path or a Hugging Face id."""
     return str(materialise_default(models_dir)) if model == DEFAULT else model
-
-
-def tiny_llama(directory: Path, tokenizer, seed: int = 0) -> Path:
-    """A randomly initialised Llama of the default's architecture, a few hundred thousand weights (tests)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, head_dim=32,  # vLLM CPU: head_dim >= 32
-        num_key_value_heads=1, max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory

@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
 from trl import DPOTrainer
-
-from pipelines import schema as S
-from pipelines.lake import Lake
 
 
 def encoding_key(tokenizer, max_length: int | None, truncation_mode: str) -> str:

@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from prefhouse.training.models import with_distinct_pad
 from tqdm import tqdm
-
-from training.models import with_distinct_pad
 
 
 class RewardScorer:

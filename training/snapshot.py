@@ -18,16 +18,28 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from pipelines import schema as S
-from pipelines.lake import Lake, LakeError
-from pipelines.sources import MIXTURES
-from pipelines.sql import connect
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake, LakeError
+from prefhouse.pipelines.core.sql import connect
+from prefhouse.pipelines.sources import MIXTURES
 
 
 @dataclass(frozen=True)
-class Selection:
-    """Which pairs of the pinned lake a job trains and evaluates on.
+class PairChoice:
+    """Which sources, and how many of each one's pairs: what a training job's settings choose ([reward_model], [dpo])."""
+
+    mixture: str = "mix2"
+    sources: tuple[str, ...] = ()
+    caps: dict[str, int] = field(default_factory=dict)
+    fractions: dict[str, float] = field(default_factory=dict)
+    size_matched: int | None = None
+    where: str | None = None
+    eval_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Selection(PairChoice):
+    """Which pairs of the pinned lake a job trains and evaluates on: a :class:`PairChoice` plus which iterations.
 
     mixture: ``mix1`` / ``mix2`` (RECIPE §1) or ``all``; ``sources`` overrides it when given. Online pairs
     (source ``online``) are included per ``iterations``.
@@ -38,15 +50,8 @@ class Selection:
     eval_fraction: share of prompts held out for evaluation; a prompt's pairs are all train or all eval.
     """
 
-    mixture: str = "mix2"
-    sources: tuple[str, ...] = ()
     iterations: str = "all"
     max_iteration: int = 0
-    caps: dict[str, int] = field(default_factory=dict)
-    fractions: dict[str, float] = field(default_factory=dict)
-    size_matched: int | None = None
-    where: str | None = None
-    eval_fraction: float = 0.0
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -62,7 +67,7 @@ class Selection:
     def offline_sources(self) -> list[str]:
         if self.sources:
             return [s for s in self.sources if s != "online"]
-        from pipelines.sources import ADAPTERS
+        from prefhouse.pipelines.sources import ADAPTERS
 
         return list(ADAPTERS) if self.mixture == "all" else MIXTURES[self.mixture]
 

@@ -21,17 +21,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipelines import schema as S
-from pipelines.config import build, check_sections, load_layers
-from pipelines.lake import DEFAULT_LAKE, Lake
-from pipelines.runlog import RunRecord
-from training import models
-from training.jobs import Optimisation, finished_model, job_model_id, model_key, pair_rows, staged_output
-from training.lineage import register_model
-from training.snapshot import resolve
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.runlog import RunRecord
+from prefhouse.training import models
+from prefhouse.training.jobs import Optimisation, add_job_arguments, finished_model, job_model_id, model_key, pair_rows, staged_output
+from prefhouse.training.lineage import register_model
+from prefhouse.training.snapshot import resolve
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class DPOSettings(Optimisation):
 
 def quality_gate(lake: Lake, iteration: int, override: bool, report=None, reports_dir: Path | None = None) -> dict:
     """Build (or take) the report for the snapshot and refuse a failed one unless overridden; what to record."""
-    from quality.report import DEFAULT_OUT, build_report, require_passing
+    from prefhouse.quality.report import DEFAULT_OUT, build_report, require_passing
 
     report = report or build_report(lake, iteration, reports_dir or DEFAULT_OUT)
     if report.failed and override:
@@ -75,10 +72,9 @@ def train_dpo(
     """Train the policy for iteration ``iteration + 1`` (or find it if this exact job ran); returns its models row."""
     import torch
     from datasets import Dataset
+    from prefhouse.training.reference_logps import LakeDPOTrainer, ReferenceStore, encoding_key
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-
-    from training.reference_logps import LakeDPOTrainer, ReferenceStore, encoding_key
 
     policy_path, initial_path = models.resolve(policy, models_dir), models.resolve(initial, models_dir)
     reference_path = initial_path if settings.reference == "initial" else policy_path
@@ -139,23 +135,18 @@ def train_dpo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from quality.report import ReportFailed
+    from prefhouse.quality.report import ReportFailed
 
     parser = argparse.ArgumentParser(prog="python training/train_dpo.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--iter", dest="iteration", type=int, required=True, help="train on pairs up to this iteration (0: offline only)")
     parser.add_argument("--policy", default=models.DEFAULT, help="the model to train (default: the embedded SmolLM2)")
     parser.add_argument("--initial", default=models.DEFAULT, help="π0, the reference when dpo.reference=initial")
-    parser.add_argument("--preset", default="cpu", help="paper | cpu | a TOML file (section [dpo])")
-    parser.add_argument("--config", type=Path, help="a TOML file whose sections override the preset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="dpo.KEY=VALUE")
-    parser.add_argument("--deepspeed", help="zero2 | zero3 | a DeepSpeed JSON config")
     parser.add_argument("--override-quality", action="store_true", help="train even if the quality report failed (recorded)")
-    parser.add_argument("--lake", default=DEFAULT_LAKE)
-    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
     parser.add_argument("--reports-dir", type=Path, default=None)
+    add_config_arguments(parser, {"dpo": DPOSettings}, DEFAULT_LAKE)
+    add_job_arguments(parser)
     args = parser.parse_args(argv)
-    layers = load_layers(args.preset, args.config, args.overrides + ([f"dpo.deepspeed={args.deepspeed}"] if args.deepspeed else []))
-    check_sections(layers)
+    layers = layers_from_args(args, f"dpo.deepspeed={args.deepspeed}" if args.deepspeed else "")
     settings = build(DPOSettings, layers, "dpo")
     try:
         row = train_dpo(Lake(args.lake), settings, args.iteration, args.policy, args.initial, args.models_dir, args.override_quality,
@@ -169,6 +160,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.errors import run
+    from prefhouse.pipelines.core.errors import run
 
     sys.exit(run(main))

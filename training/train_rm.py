@@ -19,19 +19,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
-
-from pipelines import schema as S
-from pipelines.config import build, check_sections, load_layers
-from pipelines.lake import DEFAULT_LAKE, Lake
-from pipelines.runlog import RunRecord
-from training import models
-from training.jobs import Optimisation, finished_model, job_model_id, model_key, pair_rows, staged_output
-from training.lineage import register_model
-from training.snapshot import Snapshot, resolve
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.runlog import RunRecord
+from prefhouse.training import models
+from prefhouse.training.jobs import Optimisation, add_job_arguments, finished_model, job_model_id, model_key, pair_rows, staged_output
+from prefhouse.training.lineage import register_model
+from prefhouse.training.snapshot import Snapshot, resolve
 
 # RewardBench-style categories of RECIPE §2 for our sources. Stated, not measured: chat = general helpfulness
 # with human or strong-model labels; chat-hard = fine-grained aspect-scored data whose two replies are often
@@ -88,10 +84,9 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
                        snapshot: Snapshot | None = None, progress: bool = True) -> dict:
     """Train (or find, if this exact job already ran) the reward model; returns its ``models`` row."""
     from datasets import Dataset
+    from prefhouse.training.scoring import RewardScorer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
-
-    from training.scoring import RewardScorer
 
     snapshot = snapshot or resolve(lake, settings.selection(), columns="pair_id, prompt_id, source, iteration")
     base_path = models.resolve(settings.base_model, models_dir)
@@ -139,15 +134,10 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python training/train_rm.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="cpu", help="paper | cpu | a TOML file (section [reward_model])")
-    parser.add_argument("--config", type=Path, help="a TOML file whose sections override the preset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="reward_model.KEY=VALUE")
-    parser.add_argument("--lake", default=DEFAULT_LAKE)
-    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
-    parser.add_argument("--deepspeed", help="zero2 | zero3 | a DeepSpeed JSON config")
+    add_config_arguments(parser, {"reward_model": RewardModelSettings}, DEFAULT_LAKE)
+    add_job_arguments(parser)
     args = parser.parse_args(argv)
-    layers = load_layers(args.preset, args.config, args.overrides + ([f"reward_model.deepspeed={args.deepspeed}"] if args.deepspeed else []))
-    check_sections(layers)
+    layers = layers_from_args(args, f"reward_model.deepspeed={args.deepspeed}" if args.deepspeed else "")
     settings = build(RewardModelSettings, layers, "reward_model")
     row = train_reward_model(Lake(args.lake), settings, args.models_dir)
     print(f"reward model {row['model_id']}: {row['output_path']}")
@@ -156,6 +146,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.errors import run
+    from prefhouse.pipelines.core.errors import run
 
     sys.exit(run(main))

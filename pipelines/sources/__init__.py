@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from pipelines.sources.base import Adapter
-from pipelines.sources.codeultrafeedback import CodeUltraFeedback
-from pipelines.sources.distilabel import (
+from prefhouse.pipelines.core.schema import OFFLINE_SOURCES
+from prefhouse.pipelines.sources.base import Adapter
+from prefhouse.pipelines.sources.codeultrafeedback import CodeUltraFeedback
+from prefhouse.pipelines.sources.distilabel import (
     DistilabelCapybara,
     DistilabelMath,
     DistilabelOrca,
 )
-from pipelines.sources.helpsteer import HelpSteer
-from pipelines.sources.hh_rlhf import HHRLHF
-from pipelines.sources.pku_saferlhf import PKUSafeRLHF30K
-from pipelines.sources.shp import SHP
-from pipelines.sources.ultrafeedback import UltraFeedback
-from pipelines.sources.ultrainteract import UltraInteractPair
+from prefhouse.pipelines.sources.helpsteer import HelpSteer
+from prefhouse.pipelines.sources.hh_rlhf import HHRLHF
+from prefhouse.pipelines.sources.pku_saferlhf import PKUSafeRLHF30K
+from prefhouse.pipelines.sources.shp import SHP
+from prefhouse.pipelines.sources.ultrafeedback import UltraFeedback
+from prefhouse.pipelines.sources.ultrainteract import UltraInteractPair
 
 ADAPTERS: dict[str, type[Adapter]] = {
     a.name: a
@@ -23,6 +24,9 @@ ADAPTERS: dict[str, type[Adapter]] = {
         DistilabelMath, DistilabelOrca, DistilabelCapybara,
     )
 }
+
+if tuple(ADAPTERS) != OFFLINE_SOURCES:  # the lake's partitions and the adapters must name the same sources
+    raise ImportError(f"adapters {tuple(ADAPTERS)} differ from the schema's OFFLINE_SOURCES {OFFLINE_SOURCES}")
 
 # The recipe's mixtures (RECIPE §1). mix1's "summarization" source is not among the ten and is not curated.
 MIXTURES: dict[str, list[str]] = {

@@ -4,7 +4,7 @@ An adapter is one step with one job (datatrove's shape): ``candidates(rows)`` tu
 (a polars frame in the source's raw schema plus ``_raw_key`` and ``_split``) into candidate pairs, and
 reports every row, response or comparison it rejects with the rule that rejected it. The rules every
 source shares (empty turns, alternating roles, identical replies, ties, contradicting scores, margins)
-live in :mod:`pipelines.rules` and run after it; an adapter only does what is particular to its source.
+live in :mod:`prefhouse.pipelines.sources.rules` and run after it; an adapter only does what is particular to its source.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 import pyarrow as pa
-
-from pipelines.schema import RAW_INGEST_COLUMNS
+from prefhouse.pipelines.core.schema import RAW_INGEST_COLUMNS
 
 MSG = pl.Struct({"role": pl.String, "content": pl.String})
 
@@ -49,7 +48,6 @@ REJECT_SCHEMA = {
     "reason": pl.String,
 }
 
-FILTER, INVALID = "filter", "invalid"
 
 
 def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:

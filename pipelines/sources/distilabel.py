@@ -6,18 +6,8 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
-
-from pipelines.sources.base import (
-    FILTER,
-    INVALID,
-    MSG,
-    Adapter,
-    Candidates,
-    concat_rejects,
-    conform_candidates,
-    rejects,
-    user_prompt,
-)
+from prefhouse.pipelines.core.schema import FILTER, INVALID
+from prefhouse.pipelines.sources.base import MSG, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
 
 CHAT = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
 

@@ -6,16 +6,9 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
-
-from pipelines.sources.base import (
-    FILTER,
-    Adapter,
-    Candidates,
-    concat_rejects,
-    conform_candidates,
-    rejects,
-)
-from pipelines.sources.multi_response import all_comparisons, response_rows
+from prefhouse.pipelines.core.schema import FILTER
+from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects
+from prefhouse.pipelines.sources.multi_response import all_comparisons, response_rows
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 

@@ -6,15 +6,8 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
-
-from pipelines.sources.base import (
-    INVALID,
-    Adapter,
-    Candidates,
-    concat_rejects,
-    conform_candidates,
-    rejects,
-)
+from prefhouse.pipelines.core.schema import INVALID
+from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects
 
 TURN, ROLE = "\x1e", "\x1f"
 

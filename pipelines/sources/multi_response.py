@@ -9,15 +9,8 @@ response) so that the shared rules drop them, counted, as ties.
 from __future__ import annotations
 
 import polars as pl
-
-from pipelines.sources.base import (
-    INVALID,
-    Candidates,
-    concat_rejects,
-    conform_candidates,
-    rejects,
-    user_prompt,
-)
+from prefhouse.pipelines.core.schema import INVALID
+from prefhouse.pipelines.sources.base import Candidates, concat_rejects, conform_candidates, rejects, user_prompt
 
 
 def response_rows(df: pl.DataFrame, group: pl.Expr, prompt_text: str, score: pl.Expr, model: pl.Expr) -> pl.DataFrame:

@@ -13,17 +13,8 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
-
-from pipelines.sources.base import (
-    FILTER,
-    INVALID,
-    Adapter,
-    Candidates,
-    concat_rejects,
-    conform_candidates,
-    rejects,
-    user_prompt,
-)
+from prefhouse.pipelines.core.schema import FILTER, INVALID
+from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
 
 CHOICES = ("safer", "better", "agree")
 

@@ -291,11 +291,6 @@ def check_local(source: str, source_dir: Path, schema: pa.Schema, report: InputR
     return checked
 
 
-def read_local(source: str, source_dir: Path, schema: pa.Schema, report: InputReport) -> Iterator[RawBatch]:
-    """Raw batches of every file below ``source_dir`` (checked for columns first, all of them)."""
-    return read_files(source, source_dir, check_local(source, source_dir, schema, report), schema)
-
-
 def read_files(source: str, source_dir: Path, files: list[Path], schema: pa.Schema) -> Iterator[RawBatch]:
     """Raw batches of ``files`` (already checked by :func:`check_local`), split named by path below ``source_dir``."""
     for path in files:

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
-
-from pipelines.sources.base import Adapter, Candidates, parse_number
-from pipelines.sources.multi_response import compare_scored, explode_responses
+from prefhouse.pipelines.sources.base import Adapter, Candidates, parse_number
+from prefhouse.pipelines.sources.multi_response import compare_scored, explode_responses
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 _RATED = pa.struct([("Rating", pa.string()), ("Rationale", pa.string())])

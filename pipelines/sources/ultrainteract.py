@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
-
-from pipelines.sources.base import (
+from prefhouse.pipelines.sources.base import (
     Adapter,
     Candidates,
     concat_rejects,

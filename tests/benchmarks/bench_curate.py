@@ -31,9 +31,9 @@ def peak_rss_mb() -> float:
 
 
 def run_project(data: Path, work: Path) -> dict:
-    from pipelines.curate import curate
-    from pipelines.lake import Lake
-    from pipelines.settings import resolve_sources
+    from prefhouse.pipelines.core.lake import Lake
+    from prefhouse.pipelines.curate import curate
+    from prefhouse.pipelines.sources.settings import resolve_sources
 
     lake = Lake(str(work / "lake"))
     t0 = time.perf_counter()
@@ -44,8 +44,7 @@ def run_project(data: Path, work: Path) -> dict:
 
 def run_naive(data: Path, work: Path) -> dict:
     from naive_curate import naive_curate
-
-    from pipelines.sources import ADAPTERS
+    from prefhouse.pipelines.sources import ADAPTERS
 
     t0 = time.perf_counter()
     rows, pairs = naive_curate(data, work / "naive", list(ADAPTERS))
@@ -55,8 +54,7 @@ def run_naive(data: Path, work: Path) -> dict:
 def run_floor(lake_uri: str, work: Path) -> dict:
     """Write exactly the tables the project's run produced, with pyarrow alone; time only the writes."""
     import pyarrow.parquet as pq
-
-    from pipelines.lake import Lake
+    from prefhouse.pipelines.core.lake import Lake
 
     lake = Lake(lake_uri)
     tables = {t: lake.read(t) for t in lake.tables() if t not in ("runs", "run_counts")}

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training.models import materialise_default  # noqa: E402
-from training.train_dpo import DPOSettings, train_dpo  # noqa: E402
+from prefhouse.training.models import materialise_default  # noqa: E402
+from prefhouse.training.train_dpo import DPOSettings, train_dpo  # noqa: E402
 from samples import samples_lake  # noqa: E402
 
 

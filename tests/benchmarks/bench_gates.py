@@ -22,13 +22,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import polars as pl  # noqa: E402
+from prefhouse.pipelines.core import schema as S  # noqa: E402
+from prefhouse.pipelines.core.lake import Lake, staging  # noqa: E402
+from prefhouse.quality.checks import pair_facts  # noqa: E402
+from prefhouse.quality.gates import _gx, judge  # noqa: E402
+from prefhouse.quality.suites import GateContext  # noqa: E402
 from synthetic import chunks  # noqa: E402
-
-from pipelines import schema as S  # noqa: E402
-from pipelines.lake import Lake, staging  # noqa: E402
-from quality.checks import pair_facts  # noqa: E402
-from quality.gates import _gx, judge  # noqa: E402
-from quality.suites import GateContext  # noqa: E402
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipelines.draw_prompts import DrawSettings, draw_prompts  # noqa: E402
-from pipelines.generate import SamplingSettings, TransformersEngine, VllmEngine  # noqa: E402
-from training.models import materialise_default  # noqa: E402
+from prefhouse.pipelines.online.draw_prompts import DrawSettings, draw_prompts  # noqa: E402
+from prefhouse.pipelines.online.generate import SamplingSettings, TransformersEngine, VllmEngine  # noqa: E402
+from prefhouse.training.models import materialise_default  # noqa: E402
 from samples import samples_lake  # noqa: E402
 
 

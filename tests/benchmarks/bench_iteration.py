@@ -23,15 +23,14 @@ sys.path.insert(0, str(REPO))
 
 import polars as pl  # noqa: E402
 import scale  # noqa: E402
-
-from pipelines import schema as S  # noqa: E402
-from pipelines.config import build, load_layers  # noqa: E402
-from pipelines.curate import curate  # noqa: E402
-from pipelines.lake import Lake  # noqa: E402
-from pipelines.run_iteration import IterationConfig, run_iteration  # noqa: E402
-from pipelines.settings import resolve_sources  # noqa: E402
-from training.models import materialise_default  # noqa: E402
-from training.train_rm import RewardModelSettings, train_reward_model  # noqa: E402
+from prefhouse.pipelines.core import schema as S  # noqa: E402
+from prefhouse.pipelines.core.config import build, load_layers  # noqa: E402
+from prefhouse.pipelines.core.lake import Lake  # noqa: E402
+from prefhouse.pipelines.curate import curate  # noqa: E402
+from prefhouse.pipelines.run_iteration import IterationConfig, run_iteration  # noqa: E402
+from prefhouse.pipelines.sources.settings import resolve_sources  # noqa: E402
+from prefhouse.training.models import materialise_default  # noqa: E402
+from prefhouse.training.train_rm import RewardModelSettings, train_reward_model  # noqa: E402
 
 
 def main() -> None:

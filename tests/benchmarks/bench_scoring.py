@@ -20,9 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-
-from training.models import materialise_default  # noqa: E402
-from training.scoring import RewardScorer  # noqa: E402
+from prefhouse.training.models import materialise_default  # noqa: E402
+from prefhouse.training.scoring import RewardScorer  # noqa: E402
 from samples import samples_lake  # noqa: E402
 
 

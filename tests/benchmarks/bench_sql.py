@@ -22,11 +22,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import duckdb  # noqa: E402
+from prefhouse.pipelines.core import schema as S  # noqa: E402
+from prefhouse.pipelines.core.lake import Lake  # noqa: E402
+from prefhouse.pipelines.core.sql import connect  # noqa: E402
 from synthetic import generate  # noqa: E402
-
-from pipelines import schema as S  # noqa: E402
-from pipelines.lake import Lake  # noqa: E402
-from pipelines.sql import connect  # noqa: E402
 
 
 def timed(con: duckdb.DuckDBPyConnection, sql: str, repeat: int) -> tuple[float, list]:
@@ -78,7 +77,7 @@ def main() -> None:
         print(f"{name:28} {lake_s:9.3f} {json_s:9.3f} {json_s / lake_s:8.1f}x")
     lake_con.close()
     if args.zorder:
-        from pipelines.maintain import optimize
+        from prefhouse.pipelines.maintain import optimize
 
         t0 = time.perf_counter()
         run = optimize(lake, [S.PAIRS], zorder_by=["pair_id"])

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.curate import DEFAULT_SAMPLES, curate
-from pipelines.lake import Lake
-from pipelines.settings import resolve_sources
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.curate import DEFAULT_SAMPLES, curate
+from prefhouse.pipelines.sources.settings import resolve_sources
 
 
 @contextmanager

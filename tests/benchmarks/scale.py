@@ -23,8 +23,10 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pipelines.sources import ADAPTERS  # noqa: E402
-from pipelines.sources.reading import InputReport, read_local  # noqa: E402
+from prefhouse.pipelines.sources import ADAPTERS  # noqa: E402
+from prefhouse.pipelines.sources.reading import InputReport  # noqa: E402
+
+from tests.helpers import read_local  # noqa: E402
 
 SAMPLES = REPO / "data" / "samples"
 # rows on the hub (RECIPE Table 1 and the source schemas): the mixture of a scaled run

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-
-from pipelines import schema as S
-from pipelines.lake import Lake
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import Lake
 
 CHUNK_SQL = """
 SELECT md5('pair' || i::VARCHAR) AS pair_id,

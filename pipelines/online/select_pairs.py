@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
-
-from pipelines.ids import with_md5
+from prefhouse.pipelines.core.ids import with_md5
 
 STRATEGIES = ("max_min", "max_random", "max_max", "random")
 
@@ -34,14 +33,14 @@ class SelectSettings:
 
 
 @dataclass
-class Selection:
+class SelectedPairs:
     pairs: pl.DataFrame  # prompt_id, chosen/rejected response ids, texts, rewards, ranking scores
     ties: int  # prompts whose chosen and rejected rank equal
     identical: int  # prompts whose two selected responses are the same text
     prompts: int
 
 
-def select_pairs(scored: pl.DataFrame, settings: SelectSettings = SelectSettings()) -> Selection:
+def select_pairs(scored: pl.DataFrame, settings: SelectSettings = SelectSettings()) -> SelectedPairs:
     """``scored``: one row per response with prompt_id, response_id, response and reward."""
     ranked = scored.with_columns(
         (pl.col("reward") - settings.length_penalty * pl.col("response").str.len_chars()).alias("rank_score"),
@@ -71,10 +70,10 @@ def select_pairs(scored: pl.DataFrame, settings: SelectSettings = SelectSettings
     identical = pairs["chosen"].str.strip_chars() == pairs["rejected"].str.strip_chars()
     tie = (pairs["chosen_rank_score"] == pairs["rejected_rank_score"]) & ~identical
     kept = pairs.filter(~identical & ~tie).sort("prompt_id")
-    return Selection(kept, int(tie.sum()), int(identical.sum()), scored["prompt_id"].n_unique())
+    return SelectedPairs(kept, int(tie.sum()), int(identical.sum()), scored["prompt_id"].n_unique())
 
 
-def online_pairs(selection: Selection, prompts: pl.DataFrame, iteration: int, settings: SelectSettings, reward_model_id: str,
+def online_pairs(selection: SelectedPairs, prompts: pl.DataFrame, iteration: int, settings: SelectSettings, reward_model_id: str,
                  policy_model_id: str, run_id: str) -> pl.DataFrame:
     """The selected pairs as rows of the historical ``pairs`` table (source ``online``, partition ``iteration``).
 
@@ -86,8 +85,8 @@ def online_pairs(selection: Selection, prompts: pl.DataFrame, iteration: int, se
     import json
     from datetime import UTC, datetime
 
-    from pipelines import schema as S
-    from pipelines.ids import trimmed
+    from prefhouse.pipelines.core import schema as S
+    from prefhouse.pipelines.core.ids import trimmed
 
     version = hashlib.sha256(json.dumps({"strategy": settings.strategy, "length_penalty": settings.length_penalty,
                                          "seed": settings.seed}, sort_keys=True).encode()).hexdigest()[:12]

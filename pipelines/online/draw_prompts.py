@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
-
-from pipelines import schema as S
-from pipelines.guard import used_prompts, used_response_prompts
-from pipelines.ids import with_md5
-from pipelines.lake import Lake
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.ids import with_md5
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.quality.guard import used_prompts, used_response_prompts
 
 # The recipe's prompt pool (DIBT-10K is not among the ten curated sources, so it is not in the default).
 DEFAULT_POOL = {

@@ -10,15 +10,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow.dataset as pads
-
-from pipelines import schema as S
-from pipelines.ids import with_md5
-from pipelines.lake import Lake, Staging, staging
-from pipelines.runlog import RunRecord
-from pipelines.sources.base import INVALID
-from quality.checks import Bounds, pair_facts, response_facts, score_facts
-from quality.gates import GateError, Gatekeeper, Verdict, validation_rows
-from quality.suites import SUITE_VERSION, GateContext
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.ids import with_md5
+from prefhouse.pipelines.core.lake import Lake, Staging, staging
+from prefhouse.pipelines.core.runlog import RunRecord
+from prefhouse.quality.checks import Bounds, pair_facts, response_facts, score_facts
+from prefhouse.quality.gates import GateError, Gatekeeper, Verdict, validation_rows
+from prefhouse.quality.suites import SUITE_VERSION, GateContext
 
 
 @dataclass
@@ -62,7 +60,7 @@ def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: l
             raise AssertionError(f"suite {verdict.suite!r} has no row gates to quarantine by")
         quarantine = rejected.select(
             pl.col("source"), pl.col("split"), pl.col("raw_keys"), pl.lit(None, pl.String).alias("item"),
-            pl.lit("pair" if verdict.suite == "pairs" else "prompt").alias("level"), pl.lit(INVALID).alias("kind"),
+            pl.lit("pair" if verdict.suite == "pairs" else "prompt").alias("level"), pl.lit(S.INVALID).alias("kind"),
             ("gx." + pl.col("gate")).alias("rule"), pl.lit(f"suite {verdict.suite} v{SUITE_VERSION}").alias("rule_version"),
             pl.format("failed quality gate {} ({})", pl.col("gate"), pl.lit(verdict.suite)).alias("reason"),
             pl.lit(run.run_id).alias("run_id"), pl.lit(run.started_at, pl.Datetime("us", "UTC")).alias("created_at"),

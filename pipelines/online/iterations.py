@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-
-from pipelines import schema as S
-from pipelines.errors import UsageError
-from pipelines.lake import Lake
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.errors import UsageError
+from prefhouse.pipelines.core.lake import Lake
 
 STAGES = ("prompts", "generate", "score", "select", "report", "train")
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import polars as pl
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.ids import with_md5
 from tqdm import tqdm
-
-from pipelines import schema as S
-from pipelines.ids import with_md5
 
 
 @dataclass(frozen=True)
@@ -70,9 +69,8 @@ class TransformersEngine:
 
     def __init__(self, model_path: str, batch_sequences: int = 64):
         import torch
+        from prefhouse.training.models import with_distinct_pad
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from training.models import with_distinct_pad
 
         self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
@@ -143,10 +141,9 @@ class VllmEngine:
         import os
 
         import torch
+        from prefhouse.training.models import with_distinct_pad
         from transformers import AutoTokenizer
         from vllm import LLM
-
-        from training.models import with_distinct_pad
 
         cpu = not torch.cuda.is_available()
         if cpu:
@@ -214,8 +211,3 @@ def pick_engine(engine: str) -> str:
 
 def load_engine(engine: str, model_path: str, seed: int = 42) -> TransformersEngine | VllmEngine:
     return VllmEngine(model_path, seed) if pick_engine(engine) == "vllm" else TransformersEngine(model_path)
-
-
-def generate_transformers(model_path: str, prompts: pl.DataFrame, *args, **kwargs) -> pl.DataFrame:
-    """One-shot helper: load the transformers engine, generate, free it."""
-    return TransformersEngine(model_path).generate(prompts, *args, **kwargs)

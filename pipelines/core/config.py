@@ -14,9 +14,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pipelines.settings import SettingsError, coerce, load_config, merge, parse_overrides
+from prefhouse.pipelines.core.settings import SettingsError, coerce, load_config, merge, parse_overrides
 
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 SECTIONS = {"reward_model", "dpo", "prompts", "generate", "select", "iteration"}
 
 
@@ -68,3 +68,34 @@ def dataclass_from_flags(cls: type, args: argparse.Namespace, section: str, **la
     """An instance of ``cls`` from the flags :func:`add_dataclass_flags` made (coerced and checked like ``--set``)."""
     given = {f.name: getattr(args, f"{section}__{f.name}") for f in dataclasses.fields(cls) if getattr(args, f"{section}__{f.name}", None) is not None}
     return build(cls, {section: {**layers, **given}}, section)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, sections: dict[str, type], lake_default: str) -> None:
+    """The layered-settings flags every job takes (--preset, --config, --set, --lake), and an epilog listing every setting."""
+    parser.add_argument("--preset", default="cpu", help=f"{' | '.join(preset_names())} | a TOML file (default: cpu)")
+    parser.add_argument("--config", type=Path, help="a TOML file whose sections override the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one setting (repeatable); every setting is listed below")
+    parser.add_argument("--lake", default=lake_default, help=f"lake URI: a folder or an object-store URI (default: {lake_default})")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ((parser.epilog or "") + "\n\n" + describe(sections)).strip()
+
+
+def describe(sections: dict[str, type]) -> str:
+    """Every setting of ``sections`` with its default and, where a preset changes it, the preset's value."""
+    presets = {name: load_config(PRESETS_DIR / f"{name}.toml") for name in preset_names()}
+    lines = ["settings: SECTION.KEY = default   [preset values where a preset sets them]"]
+    for section, cls in sections.items():
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            set_by = ", ".join(f"{name}: {values[section][f.name]!r}" for name, values in presets.items() if f.name in values.get(section, {}))
+            lines.append(f"  {section}.{f.name} = {default!r}" + (f"   [{set_by}]" if set_by else ""))
+    return "\n".join(lines)
+
+
+def layers_from_args(args: argparse.Namespace, *extra_overrides: str) -> dict[str, dict[str, Any]]:
+    """The preset, --config and --set layers of a job's arguments (plus overrides its own flags imply), checked."""
+    layers = load_layers(args.preset, args.config, list(args.overrides) + [o for o in extra_overrides if o])
+    check_sections(layers)
+    return layers

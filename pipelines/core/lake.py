@@ -35,8 +35,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
-
-from pipelines.errors import UsageError
+from prefhouse.pipelines.core.errors import UsageError
 
 DEFAULT_LAKE = "data/lake"
 

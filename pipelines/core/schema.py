@@ -15,6 +15,15 @@ MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
+# The values of the pairs table's ``source`` partition: the ten curated sources (one adapter each, in
+# pipelines/sources/, which checks it has exactly these) and "online" for pairs the iterations made.
+OFFLINE_SOURCES = (
+    "hh_rlhf", "shp", "helpsteer", "pku_saferlhf_30k", "ultrafeedback", "ultrainteract_pair", "codeultrafeedback",
+    "distilabel_math_preference_dpo", "distilabel_intel_orca_dpo_pairs", "distilabel_capybara_dpo_7k_binarized",
+)
+ONLINE_SOURCE = "online"
+FILTER, INVALID = "filter", "invalid"  # quarantine kinds: a recipe rule dropped it, or the data is malformed
+
 PAIRS = "pairs"
 PAIR_SOURCES = "pair_sources"
 QUARANTINE = "quarantine"

@@ -1,0 +1,297 @@
+"""Read-only SQL over the lake with DuckDB: ``python -m pipelines.sql NAME|FILE|"SELECT …"``.
+
+Every lake table is registered as a DuckDB view over an Arrow dataset of its Parquet files at a pinned
+version (no DuckDB extension is needed), plus the views of ``sql/views.sql`` and ``raw_rows`` (every raw
+table's rows as JSON, for provenance). Named queries are the ``.sql`` files of ``sql/``. The command is
+``python -m pipelines.sql`` or ``prefhouse sql`` (``pipelines/sql.py`` is its entry point).
+
+Read-only by construction: the views scan Arrow datasets (DuckDB cannot write through them), the
+database is in memory, and before anything derived from the lake is touched the connection gets a
+private, empty temporary folder and a memory limit, disables external access (no COPY … TO, no ATTACH,
+no reading or writing files or URLs, no extension loading) and locks its configuration so no query can
+re-enable it. Only folder names that are table names (lower-case letters, digits, underscores) become
+views, quoted. A query runs under a time limit. Output files are written by this program, not by SQL,
+and never inside the lake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, LakeError, Versions
+
+SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
+VIEWS_FILE = SQL_DIR / "views.sql"
+FORMATS = ("table", "csv", "json", "parquet")
+TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,127}")  # what a lake table may be called; any other folder is ignored
+DEFAULT_MEMORY_LIMIT = "4GB"
+DEFAULT_TIMEOUT_S = 3600.0
+TERMINAL_ROWS = 200  # rows a table printed to the terminal shows (all of them go to --output)
+_TEMP_ROOT: tempfile.TemporaryDirectory | None = None
+
+
+def _private_temp_dir() -> str:
+    """A fresh folder for DuckDB's spill files, inside one this process owns and removes at exit.
+
+    Queries can read and write DuckDB's temporary folder even with external access off; a private, empty
+    one per connection leaves them nothing to read there and nothing that outlives the process.
+    """
+    global _TEMP_ROOT
+    if _TEMP_ROOT is None:
+        _TEMP_ROOT = tempfile.TemporaryDirectory(prefix="prefhouse-duckdb-")
+    return tempfile.mkdtemp(dir=_TEMP_ROOT.name)
+
+
+def quoted(name: str) -> str:
+    """A lake table name as a DuckDB identifier; anything that is not a table name is refused."""
+    if not TABLE_NAME.fullmatch(name):
+        raise LakeError(f"{name!r} is not a table name (lower-case letters, digits and underscores)")
+    return f'"{name}"'
+
+
+def named_queries() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SQL_DIR.glob("*.sql")) if p.name != VIEWS_FILE.name}
+
+
+def resolve_query(spec: str) -> str:
+    """A named query, a .sql file, or the SQL text itself."""
+    queries = named_queries()
+    if spec in queries:
+        return queries[spec].read_text()
+    if spec.endswith(".sql") and Path(spec).is_file():
+        return Path(spec).read_text()
+    if re.match(r"^\s*(select|with|from|describe|show|summarize|pivot|unpivot|values|table|explain)\b", spec, re.I):
+        return spec
+    raise ValueError(f"{spec!r} is not a named query ({', '.join(queries)}), a .sql file, or a SELECT statement")
+
+
+def resolve_as_of(lake: Lake, spec: str | None, tables: list[str]) -> dict[str, int | None]:
+    """The version of each table that ``--as-of`` selects (None: the table did not exist then).
+
+    ``N`` (an integer) pins ``pairs`` at version N and every other table as the run that wrote that version
+    left it (by commit time when no run did, e.g. version 0 which creates the table);
+    ``TABLE=V[,TABLE=V…]`` pins tables explicitly (others latest); an ISO timestamp pins every table as of
+    that time; ``run:RUN_ID`` pins the versions a run left behind (from the run log).
+    """
+    latest = {t: lake.version(t) for t in tables}
+    if not spec:
+        return latest
+    if spec.startswith("run:"):
+        run_id = spec.removeprefix("run:")
+        runs = lake.read(S.RUNS, filter=pads.field("run_id") == run_id, columns=["versions_after"])
+        if runs.num_rows == 0:
+            raise LakeError(f"no run {run_id!r} in the run log")
+        after: Versions = json.loads(runs.column("versions_after")[0].as_py())
+        return {t: after.get(t) for t in tables}
+    if re.fullmatch(r"\d+", spec):
+        if lake.exists(S.RUNS):
+            runs = lake.read(S.RUNS, columns=["run_id", "status", "started_at", "versions_after"]).sort_by("started_at")
+            for row in runs.to_pylist():  # the earliest run that left pairs at version N
+                after = json.loads(row["versions_after"] or "{}")
+                if row["status"] == "succeeded" and after.get(S.PAIRS) == int(spec):
+                    return resolve_as_of(lake, f"run:{row['run_id']}", tables)
+        commits = {h["version"]: h["timestamp"] for h in lake.delta(S.PAIRS).history()}
+        if int(spec) not in commits:
+            raise LakeError(f"table 'pairs' has no version {spec}")
+        when = datetime.fromtimestamp(commits[int(spec)] / 1000, UTC)
+        return {t: int(spec) if t == S.PAIRS else lake.version_at(t, when) for t in tables}
+    if "=" in spec:
+        pins = dict(latest)
+        for part in spec.split(","):
+            name, _, version = part.partition("=")
+            if name.strip() not in pins:
+                raise LakeError(f"--as-of names unknown table {name.strip()!r}")
+            pins[name.strip()] = int(version)
+        return pins
+    when = datetime.fromisoformat(spec.replace("Z", "+00:00"))
+    when = when if when.tzinfo else when.astimezone()
+    return {t: lake.version_at(t, when) for t in tables}
+
+
+def connect(lake: Lake, as_of: str | None = None, memory_limit: str = DEFAULT_MEMORY_LIMIT) -> tuple[duckdb.DuckDBPyConnection, Versions]:
+    """An in-memory DuckDB connection with every lake table as a view, locked read-only before any is registered."""
+    con = duckdb.connect(":memory:", config={"temp_directory": _private_temp_dir(), "memory_limit": memory_limit})
+    for statement in ("SET enable_external_access = false", "SET autoinstall_known_extensions = false",
+                      "SET autoload_known_extensions = false", "SET lock_configuration = true"):
+        con.execute(statement)
+    empty = {t: sch for t, (sch, _) in S.CORE_TABLES.items()}  # core tables read as empty before their first write
+    tables = sorted(t for t in set(lake.tables()) | set(empty) if TABLE_NAME.fullmatch(t))
+    pins = resolve_as_of(lake, as_of, tables)
+    versions: Versions = {}
+    raw_tables = []
+    for table in tables:
+        dataset = None
+        if pins.get(table) is not None:
+            dataset = lake.dataset(table, pins[table])
+            versions[table] = pins[table]
+        if dataset is None:  # not created yet (at that point in time)
+            if table not in empty:
+                continue
+            dataset = empty[table].empty_table()
+        con.register(table, dataset)
+        if table.startswith("raw_"):
+            raw_tables.append(table)
+    raw_union = " UNION ALL ".join(
+        f"SELECT '{t.removeprefix('raw_')}' AS source, _raw_key AS raw_key, _split AS split, _source_file AS source_file, "
+        f"_run_id AS run_id, to_json(r) AS row_json FROM {quoted(t)} r"
+        for t in raw_tables
+    ) or "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS raw_key, NULL::VARCHAR AS split, NULL::VARCHAR AS source_file, NULL::VARCHAR AS run_id, NULL::JSON AS row_json WHERE false"
+    con.execute(f"CREATE VIEW raw_rows AS {raw_union}")
+    if VIEWS_FILE.exists():
+        con.execute(VIEWS_FILE.read_text())
+    return con, versions
+
+
+def query_parameters(con: duckdb.DuckDBPyConnection, sql: str) -> set[str]:
+    """The ``$name`` parameters DuckDB's parser finds in ``sql`` (a ``$`` inside a string literal or a comment is text)."""
+    return {name for statement in con.extract_statements(sql) for name in statement.named_parameters}
+
+
+def run_query(lake: Lake, query: str, as_of: str | None = None, params: dict[str, str] | None = None,
+              memory_limit: str = DEFAULT_MEMORY_LIMIT, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
+    """Run ``query`` (a name, a file or SQL text) and return its rows as an Arrow table; interrupted after ``timeout_s``."""
+    con, _ = connect(lake, as_of, memory_limit)
+    timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
+    try:
+        sql = resolve_query(query)
+        used = query_parameters(con, sql)
+        missing = used - set(params or {})
+        if missing:
+            raise ValueError(f"query needs --param {' --param '.join(f'{m}=…' for m in sorted(missing))}")
+        args = {k: v for k, v in (params or {}).items() if k in used}
+        if timer:
+            timer.start()
+        try:
+            return con.sql(sql, params=args or None).to_arrow_table()
+        except duckdb.InterruptException:
+            raise ValueError(f"the query ran longer than its time limit ({timeout_s:g} s; --timeout changes it)") from None
+    finally:
+        if timer:
+            timer.cancel()
+        con.close()
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` strings as a dict; anything else is a usage error naming it."""
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param {pair!r} is not NAME=VALUE (e.g. --param pair_id=abc123)")
+        params[name.strip()] = value
+    return params
+
+
+def format_table(table: pa.Table, max_rows: int = TERMINAL_ROWS) -> str:
+    """A polars-drawn text table; ``max_rows = -1`` draws every row."""
+    with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=250, tbl_hide_dataframe_shape=True):
+        text = str(pl.from_arrow(table))
+    if 0 <= max_rows < table.num_rows:
+        text += f"\n({table.num_rows} rows; {max_rows} shown: --output FILE or --format csv|json writes them all)"
+    return text
+
+
+def flattened(table: pa.Table) -> pa.Table:
+    """Nested columns (messages, lists, structs) as JSON text, for formats that hold only flat values (CSV)."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_nested(column.type):
+            column = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()], pa.string())
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def check_output(output: Path, lake: Lake) -> Path:
+    """Where ``--output`` may write: anywhere but inside the lake (its folders are Delta's); missing folders are made."""
+    target = output.expanduser().absolute()
+    if "://" not in lake.uri and target.resolve().is_relative_to(Path(lake.uri).resolve()):
+        raise ValueError(f"--output {output} is inside the lake {lake.uri}; write results elsewhere")
+    if target.exists() and target.is_dir():
+        raise ValueError(f"--output {output} is a folder; name a file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def write_output(table: pa.Table, fmt: str, output: Path | None) -> None:
+    """Write the result; the only place the runner writes anything, and only where the user asked (whole, or not at all)."""
+    if fmt == "parquet" and output is None:
+        raise ValueError("--format parquet needs --output FILE")
+    if output is None:
+        if fmt == "table":
+            print(format_table(table))
+        elif fmt == "csv":
+            sys.stdout.write(pl.from_arrow(flattened(table)).write_csv())
+        else:
+            sys.stdout.write(pl.from_arrow(table).write_ndjson())
+        return
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    try:
+        if fmt == "table":
+            partial.write_text(format_table(table, max_rows=-1) + "\n")
+        elif fmt == "csv":
+            pl.from_arrow(flattened(table)).write_csv(partial)
+        elif fmt == "json":
+            pl.from_arrow(table).write_ndjson(partial)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, partial)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    names = ", ".join(named_queries())
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.sql",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"Named queries: {names}.",
+    )
+    parser.add_argument("query", nargs="?", help="a named query, a .sql file, or SQL text")
+    parser.add_argument("--lake", default=DEFAULT_LAKE, help=f"lake URI (default: {DEFAULT_LAKE})")
+    parser.add_argument("--as-of", help="N (pairs version N, other tables as of its commit), TABLE=V[,…], an ISO timestamp, or run:RUN_ID")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a $NAME parameter of the query (repeatable)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--output", type=Path, help="write the result to this file instead of standard output (not inside the lake)")
+    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, help=f"DuckDB's memory limit; it spills beyond it (default: {DEFAULT_MEMORY_LIMIT})")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help=f"stop a query after this many seconds; 0: never (default: {DEFAULT_TIMEOUT_S:g})")
+    parser.add_argument("--list", action="store_true", help="list the named queries and the lake's tables with their versions")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    lake = Lake(args.lake)
+    try:
+        if args.list or not args.query:
+            for name, path in named_queries().items():
+                first = path.read_text().splitlines()[0].removeprefix("--").strip()
+                print(f"{name:24} {first}")
+            print()
+            for table, version in lake.versions().items():
+                print(f"{table:44} version {version}")
+            return 0
+        params = parse_params(args.param)
+        output = check_output(args.output, lake) if args.output else None
+        result = run_query(lake, args.query, args.as_of, params, args.memory_limit, args.timeout or None)
+        write_output(result, args.format, output)
+    except (ValueError, LakeError, duckdb.Error, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
