@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.config import add_config_arguments
+from prefhouse.pipelines.core.config import add_config_arguments, layers_from_args
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, LakeError
 from prefhouse.pipelines.core.settings import SettingsError
 from prefhouse.pipelines.online.draw_prompts import draw_prompts
-from prefhouse.pipelines.online.generate import ENGINES, pick_engine
+from prefhouse.pipelines.online.generate import pick_engine
 from prefhouse.pipelines.online.iterations import STAGES, IterationOrderError, pending_stages, require_previous_complete, stage_states
 from prefhouse.pipelines.online.stages import Iteration, IterationConfig
 from prefhouse.quality.gates import GateError
@@ -85,19 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python pipelines/run_iteration.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--iter", dest="iteration", type=int, required=True, help="the iteration to run (1, 2, …)")
-    parser.add_argument("--engine", choices=ENGINES, help="generation engine (overrides generate.engine)")
     parser.add_argument("--from-stage", choices=STAGES, help="re-run this stage and every later one")
     parser.add_argument("--force", action="store_true", help="re-run every stage (rows already present are not written twice)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--override-quality", action="store_true", help="train even if the quality report failed (recorded)")
     parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
     parser.add_argument("--reports-dir", type=Path, default=None)
-    add_config_arguments(parser, IterationConfig.SECTIONS, DEFAULT_LAKE)
+    add_config_arguments(parser, IterationConfig.SECTIONS, DEFAULT_LAKE, aliases={"--engine": "generate.engine"})
     args = parser.parse_args(argv)
-    overrides = args.overrides + ([f"generate.engine={args.engine}"] if args.engine else [])
     lake = Lake(args.lake)
     try:
-        config = IterationConfig.load(args.preset, args.config, overrides)
+        config = IterationConfig.from_layers(layers_from_args(args))
         if args.dry_run:
             require_previous_complete(lake, args.iteration)
             it = Iteration(lake, args.iteration, config, args.models_dir, args.reports_dir)

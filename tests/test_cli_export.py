@@ -45,7 +45,7 @@ def test_exit_codes_mean_the_same_everywhere(curated_lake: Lake, tmp_path: Path,
 def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "prefhouse"
     proc = subprocess.run([str(script), "export", "--help"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and "--eval-fraction" in proc.stdout and "default: 'mix2'" in proc.stdout
+    assert proc.returncode == 0 and "--eval-fraction" in proc.stdout and "Default 'mix2'" in proc.stdout
     proc = subprocess.run([sys.executable, "pipelines/run_iteration.py", "--iter", "2", "--lake", str(tmp_path / "l")],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
@@ -82,3 +82,29 @@ def test_export_is_trl_conversational_and_traceable(curated_lake: Lake, tmp_path
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=train.select(range(4)),
                          processing_class=AutoTokenizer.from_pretrained(tiny_model))
     assert trainer.train().global_step == 1
+
+
+def test_one_configuration_path_defaults_preset_config_set_flag(tmp_path: Path) -> None:
+    """Later layers win: dataclass default < preset < --config < --set < the setting's own flag; one coercion for all."""
+    import argparse
+
+    from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
+    from prefhouse.pipelines.core.settings import SettingsError
+    from prefhouse.training.train_dpo import DPOSettings
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, {"dpo": DPOSettings}, "lake", aliases={"--deepspeed": "dpo.deepspeed"})
+    config = tmp_path / "mine.toml"
+    config.write_text("[dpo]\nbeta = 0.3\nepochs = 3\n")
+    settle = lambda *argv: build(DPOSettings, layers_from_args(parser.parse_args(list(argv))), "dpo")  # noqa: E731
+    assert settle().beta == 0.1 and settle().learning_rate == 5e-6  # the cpu preset's learning rate over the default
+    assert settle("--preset", "paper").per_device_batch_size == 2
+    assert settle("--config", str(config)).beta == 0.3
+    assert settle("--config", str(config), "--set", "dpo.beta=0.4").beta == 0.4
+    mine = settle("--config", str(config), "--set", "dpo.beta=0.4", "--dpo.beta", "0.5", "--dpo.sources", "shp,online")
+    assert (mine.beta, mine.epochs, mine.sources) == (0.5, 3.0, ("shp", "online"))
+    assert settle("--deepspeed", "zero2").deepspeed == "zero2"
+    for bad, text in ((["--dpo.beta", "high"], "dpo.beta: expected float"), (["--set", "dpo.nonsense=1"], "unknown setting"),
+                      (["--set", "nosection.x=1"], "unknown config section"), (["--dpo.reference", "other"], "reference must be")):
+        with pytest.raises(SettingsError, match=text):
+            settle(*bad)

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lake", default=DEFAULT_LAKE, help=f"lake URI (default: {DEFAULT_LAKE})")
     parser.add_argument("--pairs-version", type=int, help="read pairs at this version (default: the latest)")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also upload to this hub dataset repository, revision = snapshot hash (needs network)")
-    add_dataclass_flags(parser, Selection, "selection")
+    add_dataclass_flags(parser, Selection, "selection", prefixed=False)
     return parser
 
 

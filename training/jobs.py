@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.training.snapshot import PairChoice, Selection
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
@@ -32,15 +33,15 @@ DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 class Optimisation(PairChoice):
     """Trainer settings both jobs take, after the pairs they choose (the recipe's values live in the presets)."""
 
-    learning_rate: float = 5e-7
-    epochs: float = 1.0
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_length: int = 2048
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    seed: int = 42
-    deepspeed: str | None = None  # a JSON config path, or zero2 / zero3 for training/deepspeed/zero{2,3}.json
+    learning_rate: float = setting(5e-7, "peak learning rate")
+    epochs: float = setting(1.0, "passes over the training pairs")
+    per_device_batch_size: int = setting(8, "pairs per device per step")
+    gradient_accumulation_steps: int = setting(1, "steps accumulated per optimiser update")
+    max_length: int = setting(2048, "longest prompt + response, in tokens")
+    warmup_ratio: float = setting(0.03, "share of steps spent warming up the learning rate")
+    lr_scheduler: str = setting("cosine", "transformers' scheduler name")
+    seed: int = setting(42, "training and data seed")
+    deepspeed: str | None = setting(None, "zero2 | zero3 (training/deepspeed/) | a DeepSpeed JSON config path")
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.epochs <= 0 or self.per_device_batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -149,8 +150,7 @@ def pair_rows(lake: Lake, snapshot, split: str = "train") -> list[dict]:
 
 
 def add_job_arguments(parser) -> None:
-    """The flags both training jobs take beyond the settings: where models go, and DeepSpeed."""
+    """The flag both training jobs take beyond their settings: where models go."""
     from prefhouse.training import models
 
     parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR, help=f"where models are saved (default: {models.DEFAULT_DIR})")
-    parser.add_argument("--deepspeed", help="zero2 | zero3 | a DeepSpeed JSON config (sets SECTION.deepspeed)")

@@ -14,12 +14,13 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake, LakeError
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.core.sql import connect
 from prefhouse.pipelines.sources import MIXTURES
 
@@ -28,13 +29,13 @@ from prefhouse.pipelines.sources import MIXTURES
 class PairChoice:
     """Which sources, and how many of each one's pairs: what a training job's settings choose ([reward_model], [dpo])."""
 
-    mixture: str = "mix2"
-    sources: tuple[str, ...] = ()
-    caps: dict[str, int] = field(default_factory=dict)
-    fractions: dict[str, float] = field(default_factory=dict)
-    size_matched: int | None = None
-    where: str | None = None
-    eval_fraction: float = 0.0
+    mixture: str = setting("mix2", "offline sources: mix1 | mix2 (RECIPE §1) | all")
+    sources: tuple[str, ...] = setting((), "explicit sources instead of the mixture (comma-separated; online for online pairs)")
+    caps: dict[str, int] = setting(help="at most this many pairs of a source (JSON object)", factory=dict)
+    fractions: dict[str, float] = setting(help="keep this share of a source's pairs (JSON object)", factory=dict)
+    size_matched: int | None = setting(None, "keep this many pairs of every offline source (Tulu 2.5: 60,908); online pairs are never sub-sampled")
+    where: str | None = setting(None, "a SQL condition over pairs")
+    eval_fraction: float = setting(0.0, "share of prompts held out for evaluation (a prompt's pairs are all train or all eval)")
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ class Selection(PairChoice):
     eval_fraction: share of prompts held out for evaluation; a prompt's pairs are all train or all eval.
     """
 
-    iterations: str = "all"
-    max_iteration: int = 0
-    seed: int = 42
+    iterations: str = setting("all", "all (every historical pair, paper) | latest (that iteration's only) | offline")
+    max_iteration: int = setting(0, "the last iteration whose online pairs are read")
+    seed: int = setting(42, "seed of every random choice (sub-sampling, held-out prompts)")
 
     def __post_init__(self) -> None:
         if self.mixture not in (*MIXTURES, "all"):

@@ -25,6 +25,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.core.runlog import RunRecord
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
 from prefhouse.training.jobs import Optimisation, add_job_arguments, finished_model, job_model_id, model_key, pair_rows, staged_output
 from prefhouse.training.lineage import register_model
@@ -33,14 +34,14 @@ from prefhouse.training.snapshot import resolve
 
 @dataclass(frozen=True)
 class DPOSettings(Optimisation):
-    learning_rate: float = 5e-7
-    epochs: float = 2.0
-    beta: float = 0.1
-    reference: str = "initial"  # initial: π0 fixed (paper) | previous: the policy being trained (public scripts)
-    pairs: str = "all"  # all: every historical pair (paper) | latest: only iteration N's | offline
-    truncation_mode: str = "keep_start"
-    store_reference_logps: bool = True  # False: the reference model runs on every batch of every epoch
-    precompute_batch_size: int = 8
+    learning_rate: float = setting(5e-7, "peak learning rate (RECIPE §4: 5e-7)")
+    epochs: float = setting(2.0, "passes over the pairs (RECIPE §4: 2)")
+    beta: float = setting(0.1, "DPO's β, the KL strength")
+    reference: str = setting("initial", "initial: π0 fixed (paper) | previous: the policy being trained (public scripts)")
+    pairs: str = setting("all", "all: every historical pair (paper) | latest: only iteration N's | offline")
+    truncation_mode: str = setting("keep_start", "how TRL cuts a pair over max_length: keep_start | keep_end")
+    store_reference_logps: bool = setting(True, "reuse the reference log-probs stored in the lake; false: the reference model runs on every batch")
+    precompute_batch_size: int = setting(8, "pairs per batch when computing reference log-probs")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -143,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initial", default=models.DEFAULT, help="π0, the reference when dpo.reference=initial")
     parser.add_argument("--override-quality", action="store_true", help="train even if the quality report failed (recorded)")
     parser.add_argument("--reports-dir", type=Path, default=None)
-    add_config_arguments(parser, {"dpo": DPOSettings}, DEFAULT_LAKE)
+    add_config_arguments(parser, {"dpo": DPOSettings}, DEFAULT_LAKE, aliases={"--deepspeed": "dpo.deepspeed"})
     add_job_arguments(parser)
     args = parser.parse_args(argv)
-    layers = layers_from_args(args, f"dpo.deepspeed={args.deepspeed}" if args.deepspeed else "")
+    layers = layers_from_args(args)
     settings = build(DPOSettings, layers, "dpo")
     try:
         row = train_dpo(Lake(args.lake), settings, args.iteration, args.policy, args.initial, args.models_dir, args.override_quality,

@@ -24,6 +24,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.core.runlog import RunRecord
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
 from prefhouse.training.jobs import Optimisation, add_job_arguments, finished_model, job_model_id, model_key, pair_rows, staged_output
 from prefhouse.training.lineage import register_model
@@ -42,10 +43,10 @@ CATEGORIES = {
 
 @dataclass(frozen=True)
 class RewardModelSettings(Optimisation):
-    base_model: str = models.DEFAULT
-    learning_rate: float = 1e-5  # RECIPE §2: 2e-6, or 1e-5 for small models
-    eval_fraction: float = 0.1
-    min_responses_for_correlation: int = 3
+    base_model: str = setting(models.DEFAULT, "the model given a scalar head (a path or hub id)")
+    learning_rate: float = setting(1e-5, "peak learning rate (RECIPE §2: 2e-6, or 1e-5 for small models)")
+    eval_fraction: float = setting(0.1, "share of prompts held out to measure accuracy")
+    min_responses_for_correlation: int = setting(3, "responses a prompt needs to enter the reward/length correlation")
 
 
 def evaluate(scorer, rows: list[dict], min_responses: int = 3, progress: bool = True) -> dict:
@@ -134,10 +135,10 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python training/train_rm.py", description=__doc__.split("\n\n")[0])
-    add_config_arguments(parser, {"reward_model": RewardModelSettings}, DEFAULT_LAKE)
+    add_config_arguments(parser, {"reward_model": RewardModelSettings}, DEFAULT_LAKE, aliases={"--deepspeed": "reward_model.deepspeed"})
     add_job_arguments(parser)
     args = parser.parse_args(argv)
-    layers = layers_from_args(args, f"reward_model.deepspeed={args.deepspeed}" if args.deepspeed else "")
+    layers = layers_from_args(args)
     settings = build(RewardModelSettings, layers, "reward_model")
     row = train_reward_model(Lake(args.lake), settings, args.models_dir)
     print(f"reward model {row['model_id']}: {row['output_path']}")

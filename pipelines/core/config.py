@@ -54,48 +54,69 @@ def check_sections(layers: dict[str, dict[str, Any]], known: set[str] = SECTIONS
         raise SettingsError(f"unknown config section(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: str) -> None:
-    """One ``--name`` flag per field of dataclass ``cls`` (help: the field's ``help`` metadata and default)."""
-    group = parser.add_argument_group(f"[{section}] settings")
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _preset_values() -> dict[str, dict[str, dict[str, Any]]]:
+    return {name: load_config(PRESETS_DIR / f"{name}.toml") for name in preset_names()}
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: str, prefixed: bool = True,
+                        aliases: dict[str, str] | None = None) -> None:
+    """One flag per field of dataclass ``cls``: ``--section.name`` (``--name`` when not ``prefixed``), plus ``aliases``.
+
+    Its help is the field's ``help`` metadata, its default and the presets' values; a flag given on the
+    command line is the last layer, over the preset, ``--config`` and ``--set``, and is coerced like them.
+    """
+    presets = _preset_values()
+    group = parser.add_argument_group(f"[{section}] settings (--set {section}.KEY=VALUE, or these flags)")
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "")
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}__{f.name}", default=None, metavar=f.type.upper().split("[")[0].split(" ")[0] if isinstance(f.type, str) else None,
-                           help=f"{help_text + '; ' if help_text else ''}default: {default!r} (as --set {section}.{f.name}=…)")
+        names = [f"--{section}.{f.name}" if prefixed else f"--{f.name.replace('_', '-')}"]
+        names += [a for a, key in (aliases or {}).items() if key == f"{section}.{f.name}"]
+        set_by = ", ".join(f"{name}: {values[section][f.name]!r}" for name, values in presets.items() if f.name in values.get(section, {}))
+        text = f.metadata.get("help", "")
+        text = f"{text + '. ' if text else ''}Default {_default(f)!r}" + (f" [{set_by}]" if set_by else "")
+        group.add_argument(*names, dest=f"{section}__{f.name}", default=None, metavar="V", help=text.replace("%", "%%"))
 
 
-def dataclass_from_flags(cls: type, args: argparse.Namespace, section: str, **layers: Any) -> Any:
+def flag_layer(args: argparse.Namespace, sections: dict[str, type]) -> dict[str, dict[str, Any]]:
+    """The settings given as flags (see :func:`add_dataclass_flags`), as a layer."""
+    layer: dict[str, dict[str, Any]] = {}
+    for section, cls in sections.items():
+        for f in dataclasses.fields(cls):
+            value = getattr(args, f"{section}__{f.name}", None)
+            if value is not None:
+                layer.setdefault(section, {})[f.name] = value
+    return layer
+
+
+def dataclass_from_flags(cls: type, args: argparse.Namespace, section: str) -> Any:
     """An instance of ``cls`` from the flags :func:`add_dataclass_flags` made (coerced and checked like ``--set``)."""
-    given = {f.name: getattr(args, f"{section}__{f.name}") for f in dataclasses.fields(cls) if getattr(args, f"{section}__{f.name}", None) is not None}
-    return build(cls, {section: {**layers, **given}}, section)
+    return build(cls, flag_layer(args, {section: cls}), section)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, sections: dict[str, type], lake_default: str) -> None:
-    """The layered-settings flags every job takes (--preset, --config, --set, --lake), and an epilog listing every setting."""
+def add_config_arguments(parser: argparse.ArgumentParser, sections: dict[str, type], lake_default: str,
+                         aliases: dict[str, str] | None = None) -> None:
+    """The settings flags of a job: --preset, --config, --set, --lake, and one flag per setting of ``sections``.
+
+    Layers, later wins: the dataclass defaults, the preset, ``--config FILE``, ``--set SECTION.KEY=VALUE``,
+    the setting's own flag (``--dpo.beta 0.2``; ``aliases`` give some a short name, e.g. ``--engine``).
+    """
     parser.add_argument("--preset", default="cpu", help=f"{' | '.join(preset_names())} | a TOML file (default: cpu)")
     parser.add_argument("--config", type=Path, help="a TOML file whose sections override the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one setting (repeatable); every setting is listed below")
+                        help="override one setting (repeatable); every setting is listed below with its default")
     parser.add_argument("--lake", default=lake_default, help=f"lake URI: a folder or an object-store URI (default: {lake_default})")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = ((parser.epilog or "") + "\n\n" + describe(sections)).strip()
-
-
-def describe(sections: dict[str, type]) -> str:
-    """Every setting of ``sections`` with its default and, where a preset changes it, the preset's value."""
-    presets = {name: load_config(PRESETS_DIR / f"{name}.toml") for name in preset_names()}
-    lines = ["settings: SECTION.KEY = default   [preset values where a preset sets them]"]
     for section, cls in sections.items():
-        lines.append(f"[{section}]")
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-            set_by = ", ".join(f"{name}: {values[section][f.name]!r}" for name, values in presets.items() if f.name in values.get(section, {}))
-            lines.append(f"  {section}.{f.name} = {default!r}" + (f"   [{set_by}]" if set_by else ""))
-    return "\n".join(lines)
+        add_dataclass_flags(parser, cls, section, aliases=aliases)
+    parser.set_defaults(_sections=sections)
 
 
-def layers_from_args(args: argparse.Namespace, *extra_overrides: str) -> dict[str, dict[str, Any]]:
-    """The preset, --config and --set layers of a job's arguments (plus overrides its own flags imply), checked."""
-    layers = load_layers(args.preset, args.config, list(args.overrides) + [o for o in extra_overrides if o])
+def layers_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The preset, --config, --set and flag layers of a job's arguments, merged and checked (unknown sections fail)."""
+    layers = merge(load_layers(args.preset, args.config, list(args.overrides)), flag_layer(args, args._sections))
     check_sections(layers)
     return layers

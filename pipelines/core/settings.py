@@ -7,8 +7,10 @@ the field is annotated with. A value that does not fit, an unknown section or ke
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,13 @@ from prefhouse.pipelines.core.errors import UsageError
 
 class SettingsError(UsageError, ValueError):
     """A configuration that names an unknown source or rule, or gives a value of the wrong type."""
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", factory: Callable[[], Any] | None = None) -> Any:
+    """A settings field whose help text travels with it (``--help`` prints it beside the default)."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def _split_union(annotation: str) -> tuple[str, bool]:

@@ -9,12 +9,13 @@ sum to m); a source with fewer fresh prompts than its quota gives the rest to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
 from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.quality.guard import used_prompts, used_response_prompts
 
 # The recipe's prompt pool (DIBT-10K is not among the ten curated sources, so it is not in the default).
@@ -26,9 +27,9 @@ DEFAULT_POOL = {
 
 @dataclass(frozen=True)
 class DrawSettings:
-    m: int
-    mixture: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_POOL))
-    seed: int = 42
+    m: int = setting(help="prompts to draw for the iteration (paper: 20,000)")
+    mixture: dict[str, float] = setting(help="share of the draw per source (JSON object); the default is stated against the paper's prompt sources in the README", factory=lambda: dict(DEFAULT_POOL))
+    seed: int = setting(42, "seed of the stratified draw")
 
     def __post_init__(self) -> None:
         if self.m <= 0:

@@ -18,15 +18,16 @@ from datetime import UTC, datetime
 import polars as pl
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
+from prefhouse.pipelines.core.settings import setting
 from tqdm import tqdm
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    n: int = 8
-    temperatures: tuple[float, ...] = (1.0, 0.7)  # the paper's split; the public loop scripts use 1.0 only
-    max_new_tokens: int = 2048
-    seed: int = 42
+    n: int = setting(8, "responses sampled per prompt")
+    temperatures: tuple[float, ...] = setting((1.0, 0.7), "temperatures the n samples are split over (paper: 1.0 and 0.7; the public loop scripts use 1.0 only)")
+    max_new_tokens: int = setting(2048, "longest response, in tokens")
+    seed: int = setting(42, "sampling seed; each prompt's seed derives from it, so a resumed stage reproduces its responses")
 
     def __post_init__(self) -> None:
         if self.n < 2:

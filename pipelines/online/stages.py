@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import polars as pl
 import pyarrow.dataset as pads
@@ -22,6 +23,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.config import build, check_sections, load_layers
 from prefhouse.pipelines.core.lake import Lake, LakeError
 from prefhouse.pipelines.core.runlog import new_run_id
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.online.draw_prompts import DrawSettings, draw_prompts
 from prefhouse.pipelines.online.generate import SamplingSettings, load_engine, pick_engine
 from prefhouse.pipelines.online.iterations import IterationOrderError, latest_event, record
@@ -34,8 +36,8 @@ from prefhouse.training.train_dpo import DPOSettings
 
 @dataclass(frozen=True)
 class GenerateSettings(SamplingSettings):
-    engine: str = "auto"  # auto | vllm | transformers
-    chunk_prompts: int = 32  # prompts per commit: what a crash can cost
+    engine: str = setting("auto", "auto | vllm | transformers")
+    chunk_prompts: int = setting(32, "prompts per commit of generation and scoring: what a crash can cost")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,9 +51,9 @@ class GenerateSettings(SamplingSettings):
 
 @dataclass(frozen=True)
 class IterationSettings:
-    initial_policy: str = models.DEFAULT  # π0: the policy of iteration 1 and the paper's fixed DPO reference
-    reward_model: str = "latest"  # the newest registered reward model, or a model id, path or hub id
-    score_batch_tokens: int = 16_384
+    initial_policy: str = setting(models.DEFAULT, "π0: the policy of iteration 1 and the paper's fixed DPO reference (a path or hub id)")
+    reward_model: str = setting("latest", "the newest registered reward model, or a model id, path or hub id")
+    score_batch_tokens: int = setting(16_384, "tokens per scoring batch (length-bucketed, padded to the longest)")
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,19 @@ class IterationConfig:
     dpo: DPOSettings
     iteration: IterationSettings
 
-    SECTIONS = {"prompts": DrawSettings, "generate": GenerateSettings, "select": SelectSettings, "dpo": DPOSettings, "iteration": IterationSettings}
+    SECTIONS: ClassVar[dict[str, type]] = {"prompts": DrawSettings, "generate": GenerateSettings, "select": SelectSettings, "dpo": DPOSettings, "iteration": IterationSettings}
 
     @classmethod
     def load(cls, preset: str = "cpu", config: Path | None = None, overrides: list[str] | None = None) -> IterationConfig:
         """All sections built and checked: a bad value fails here, before any work."""
         layers = load_layers(preset, config, overrides)
         check_sections(layers)
-        return cls(build(DrawSettings, layers, "prompts"), build(GenerateSettings, layers, "generate"), build(SelectSettings, layers, "select"),
-                   build(DPOSettings, layers, "dpo"), build(IterationSettings, layers, "iteration"))
+        return cls.from_layers(layers)
+
+    @classmethod
+    def from_layers(cls, layers: dict) -> IterationConfig:
+        """Every section built from merged layers (:func:`prefhouse.pipelines.core.config.layers_from_args`)."""
+        return cls(**{section: build(settings, layers, section) for section, settings in cls.SECTIONS.items()})
 
 
 def find_model(lake: Lake, spec: str, kind: str) -> tuple[str, str]:
