@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import RAW_INGEST_COLUMNS
+from prefhouse.pipelines.core.settings import setting
 
 MSG = pl.Struct({"role": pl.String, "content": pl.String})
 
@@ -132,8 +133,8 @@ def concat_rejects(frames: list[pl.DataFrame]) -> pl.DataFrame:
 class SharedRules:
     """Rules every source shares. Changing a value changes the recorded rule version."""
 
-    min_margin: float = 0.0  # drop pairs whose score margin is below this (paper: "small margins"; value unpublished)
-    drop_ties: bool = True  # equal scores carry no preference
+    min_margin: float = setting(0.0, "drop pairs whose score margin is below this (paper: small margins; no value published)")
+    drop_ties: bool = setting(True, "drop pairs with equal scores: they carry no preference")
 
 
 @dataclass

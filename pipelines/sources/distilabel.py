@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import MSG, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
 
 CHAT = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
@@ -71,9 +72,9 @@ class DistilabelOrca(Adapter):
 
     @dataclass(frozen=True)
     class Settings:
-        min_chosen_score: float = 8.0  # the common filter in the wild: chosen_score >= 8
-        drop_ties: bool = True  # status == "tie"
-        drop_gsm8k_train: bool = True  # avoid GSM8K train contamination
+        min_chosen_score: float = setting(8.0, "drop rows whose chosen_score is below this (the common filter in the wild: >= 8)")
+        drop_ties: bool = setting(True, "drop rows GPT-4 rated as a tie (status tie)")
+        drop_gsm8k_train: bool = setting(True, "drop prompts of the GSM8K train set (contamination)")
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         s = self.settings

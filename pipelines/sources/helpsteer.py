@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects
 from prefhouse.pipelines.sources.multi_response import all_comparisons, response_rows
 
@@ -22,9 +23,8 @@ class HelpSteer(Adapter):
 
     @dataclass(frozen=True)
     class Settings:
-        # "mean_ex_verbosity" (Tulu 2.5: mean of the attributes except verbosity) or one attribute's name.
-        score: str = "mean_ex_verbosity"
-        max_responses_per_prompt: int = 4  # paper: up to 4 responses per prompt
+        score: str = setting("mean_ex_verbosity", "mean_ex_verbosity (Tulu 2.5: the mean of the attributes except verbosity) or one attribute's name")
+        max_responses_per_prompt: int = setting(4, "compare at most the first this many responses of a prompt (paper: 4)")
 
         def __post_init__(self) -> None:
             if self.score != "mean_ex_verbosity" and self.score not in ATTRIBUTES:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
 
 CHOICES = ("safer", "better", "agree")
@@ -34,7 +35,7 @@ class PKUSafeRLHF30K(Adapter):
 
     @dataclass(frozen=True)
     class Settings:
-        preference: str = "safer"
+        preference: str = setting("safer", "safer (the safety preference) | better (helpfulness) | agree (both agree)")
 
         def __post_init__(self) -> None:
             if self.preference not in CHOICES:

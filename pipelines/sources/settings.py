@@ -62,11 +62,12 @@ def build_adapters(names: list[str], config: dict[str, dict[str, Any]]) -> list[
 
 def describe_settings() -> str:
     """Every setting with its default, for ``--help``."""
+    line = lambda section, f: f"  {section}.{f.name} = {f.default!r}" + (f"  ({f.metadata['help']})" if f.metadata.get("help") else "")  # noqa: E731
     lines = ["shared rules (any source may override):"]
-    lines += [f"  shared.{f.name} = {f.default!r}" for f in dataclasses.fields(SharedRules)]
+    lines += [line("shared", f) for f in dataclasses.fields(SharedRules)]
     for name, cls in ADAPTERS.items():
         fields = dataclasses.fields(cls.Settings)
         if fields:
             lines.append(f"{name}:")
-            lines += [f"  {name}.{f.name} = {f.default!r}" for f in fields]
+            lines += [line(name, f) for f in fields]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
 
 
@@ -29,8 +30,8 @@ class SHP(Adapter):
 
     @dataclass(frozen=True)
     class Settings:
-        min_score_ratio: float = 2.0  # keep pairs with score_ratio strictly above this (paper: > 2)
-        max_pairs_per_post: int = 5  # paper: at most 5 pairs per prompt; the highest score ratios are kept
+        min_score_ratio: float = setting(2.0, "keep pairs whose score_ratio is strictly above this (paper: > 2)")
+        max_pairs_per_post: int = setting(5, "at most this many pairs per post, the highest score ratios first (paper: 5)")
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         a_preferred = pl.col("labels") == 1

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import Adapter, Candidates, parse_number
 from prefhouse.pipelines.sources.multi_response import compare_scored, explode_responses
 
@@ -38,9 +39,8 @@ class UltraFeedback(Adapter):
 
     @dataclass(frozen=True)
     class Settings:
-        # "fine_grained": mean of the four aspect ratings (Tulu 2.5 shows it beats overall_score);
-        # "overall": the critique's overall_score (known upstream bug: some 1-rated completions carry 10).
-        score: str = "fine_grained"
+        score: str = setting("fine_grained", "fine_grained: the mean of the four aspect ratings (Tulu 2.5 shows it beats overall_score) | "
+                             "overall: the critique's overall_score (upstream bug: some 1-rated completions carry 10)")
 
         def __post_init__(self) -> None:
             if self.score not in ("fine_grained", "overall"):
