@@ -78,6 +78,14 @@ def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: 
     # the online pairs sit in the historical pairs table, and SQL sees them by iteration
     by_iteration = run_query(ready_lake, "pairs_by_iteration").to_pylist()
     assert [r["iteration"] for r in by_iteration] == [0, 1, 2]
+    # an online pair's provenance leads to its two responses, their sampling settings, policy, rewards and the selection
+    online_pair = ready_lake.read(S.PAIRS, filter=pads.field("iteration") == 2).to_pylist()[0]
+    prov = run_query(ready_lake, "pair_provenance", params={"pair_id": online_pair["pair_id"]}).to_pylist()
+    assert [p["role"] for p in prov] == ["chosen", "rejected"] and [p["raw_key"] for p in prov] == online_pair["raw_keys"]
+    made = [json.loads(p["raw_row"]) for p in prov]
+    assert {m["policy_model_id"] for m in made} == {trained["new_policy_id"]} and {m["reward_model_id"] for m in made} == {online_pair["reward_model_id"]}
+    assert made[0]["reward"] >= made[1]["reward"] and {m["engine"] for m in made} == {engine} and made[0]["max_new_tokens"] == 8
+    assert json.loads(prov[0]["rule_settings"])["strategy"] == "max_min" and prov[0]["code_version"]
     # nothing left to do: a second run runs no stage and writes nothing; the reward model job, re-run after the online
     # iterations added pairs, still reads the same offline pairs and finds its model (the main job re-run)
     before = ready_lake.versions(list(S.CORE_TABLES))

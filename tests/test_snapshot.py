@@ -27,7 +27,7 @@ def test_same_snapshot_same_rows_same_order(curated_lake: Lake) -> None:
 
 def test_mixtures_and_held_out_prompts(curated_lake: Lake) -> None:
     all_pairs = curated_lake.read(S.PAIRS).num_rows
-    mix2 = resolve(curated_lake, Selection(mixture="mix2", eval_fraction=0.25))
+    mix2 = resolve(curated_lake, Selection(mixture="mix2", eval_fraction=0.25, splits="all"))
     assert mix2.train.num_rows + mix2.eval.num_rows == all_pairs
     assert mix2.eval.num_rows > 0
     train_prompts = set(frame(mix2.train)["prompt_id"])
@@ -36,12 +36,27 @@ def test_mixtures_and_held_out_prompts(curated_lake: Lake) -> None:
     assert set(frame(mix1.train)["source"]) == {"hh_rlhf", "shp", "ultrafeedback"}
 
 
+def test_snapshots_train_on_training_splits_by_default(curated_lake: Lake) -> None:
+    """Evaluation splits (HH-RLHF harmless-base/test, SHP validation, HelpSteer validation) never train a model unless asked."""
+    pairs = pl.from_arrow(curated_lake.read(S.PAIRS, columns=["pair_id", "split"]))
+    evaluation = {"harmless-base/test", "askscience/validation", "validation"} & set(pairs["split"])  # evaluation splits, named by hand
+    assert {"harmless-base/test", "askscience/validation"} <= evaluation
+    held = set(pairs.filter(pl.col("split").is_in(list(evaluation)))["pair_id"])
+    ids = lambda snap: set(frame(snap.train)["pair_id"]) | set(frame(snap.eval)["pair_id"])  # noqa: E731
+    train = ids(resolve(curated_lake, Selection(mixture="all", eval_fraction=0.2)))
+    assert train.isdisjoint(held) and len(train) == pairs.height - len(held)
+    assert ids(resolve(curated_lake, Selection(mixture="all", splits="eval"))) == held
+    assert len(ids(resolve(curated_lake, Selection(mixture="all", splits="all")))) == pairs.height
+    with pytest.raises(ValueError, match="splits must be"):
+        Selection(splits="test")
+
+
 def test_caps_fractions_size_matching_and_filters(curated_lake: Lake) -> None:
     counts = lambda snap: frame(snap.train).group_by("source").len().sort("source").to_dict(as_series=False)  # noqa: E731
     capped = dict(zip(*counts(resolve(curated_lake, Selection(caps={"codeultrafeedback": 10}, fractions={"ultrafeedback": 0.5}))).values()))
-    assert capped["codeultrafeedback"] == 10 and capped["ultrafeedback"] == 38 and capped["shp"] == 13
+    assert capped["codeultrafeedback"] == 10 and capped["ultrafeedback"] == 38 and capped["shp"] == 7  # 13 less its 6 validation pairs
     matched = dict(zip(*counts(resolve(curated_lake, Selection(size_matched=12))).values()))
-    assert set(matched.values()) == {8, 12}  # every source at 12, capybara has only 8
+    assert set(matched.values()) == {7, 8, 12}  # every source at 12; capybara has only 8, shp 7 training pairs
     filtered = resolve(curated_lake, Selection(where="margin > 1"))
     assert frame(filtered.train)["source"].is_in(["shp", "codeultrafeedback", "ultrafeedback", "helpsteer", "distilabel_math_preference_dpo", "distilabel_capybara_dpo_7k_binarized"]).all()
     with pytest.raises(ValueError, match="single SQL condition"):

@@ -36,6 +36,8 @@ class PairChoice:
     size_matched: int | None = setting(None, "keep this many pairs of every offline source (Tulu 2.5: 60,908); online pairs are never sub-sampled")
     where: str | None = setting(None, "a SQL condition over pairs")
     eval_fraction: float = setting(0.0, "share of prompts held out for evaluation (a prompt's pairs are all train or all eval)")
+    splits: str = setting("train", "train: only the sources' training splits (RewardBench's prior sets overlap their test splits) | eval: "
+                                   "only their evaluation splits (test, validation, dev…) | all")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Selection(PairChoice):
             raise ValueError(f"mixture must be one of {', '.join(MIXTURES)}, all; not {self.mixture!r}")
         if self.iterations not in ("all", "latest", "offline"):
             raise ValueError(f"iterations must be all, latest or offline; not {self.iterations!r}")
+        if self.splits not in ("train", "eval", "all"):
+            raise ValueError(f"splits must be train, eval or all; not {self.splits!r}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError("eval_fraction must be in [0, 1)")
         if self.where and re.search(r";|\b(copy|attach|install|load|pragma|set)\b", self.where, re.I):
@@ -98,6 +102,11 @@ class Snapshot:
                 "train_pairs": self.train.num_rows, "eval_pairs": self.eval.num_rows}
 
 
+# A split is an evaluation split when its last path part is (or starts with) test, validation, valid, eval or dev:
+# HH-RLHF's harmless-base/test, SHP's askscience/validation, HelpSteer's validation, UltraFeedback's test_prefs.
+EVAL_SPLIT = r"(^|/)(test|validation|valid|eval|dev)([-_.][^/]*)?$"
+
+
 def _quote(values: list[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
@@ -111,6 +120,9 @@ def selection_sql(sel: Selection, columns: str) -> str:
     elif sel.iterations == "latest":
         parts = [f"(iteration = {int(sel.max_iteration)} AND iteration > 0)"]
     where = "(" + " OR ".join(parts) + ")" + (f" AND ({sel.where})" if sel.where else "")
+    if sel.splits != "all":
+        is_eval = f"regexp_matches(coalesce(split, ''), '{EVAL_SPLIT}')"
+        where += f" AND {'NOT ' if sel.splits == 'train' else ''}{is_eval}"
     seed = int(sel.seed)
     limits = []
     for source, cap in sel.caps.items():

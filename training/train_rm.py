@@ -125,6 +125,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
             del trainer, model
             scorer = RewardScorer(str(out), max_length=settings.max_length)
             metrics.update(evaluate(scorer, pair_rows(lake, snapshot, "eval"), settings.min_responses_for_correlation, progress))
+            metrics["evaluated_on"] = f"held-out prompts ({settings.eval_fraction:.0%} of prompts) of the selection's {settings.splits} splits"
         output = models_dir / model_id
         run.timings = {"train": train_seconds, "total": time.perf_counter() - t0}
         run.rows_in = len(train_rows)
