@@ -129,6 +129,11 @@ def test_pku_preference_setting(lake: Lake, tmp_path) -> None:
     assert (chosen(safer) == unsafe).sum() == 0
     assert (chosen(better) == unsafe).sum() == 6
     assert agree.height == safer.height - 7  # the 6 wifi rows and one more disagree
+    # the safety-label contradiction is quarantined only where the safety label is used
+    contradicted = lambda name: run_query(Lake(str(tmp_path / name)) if name else lake,  # noqa: E731
+                                          "SELECT count(*) AS n FROM quarantine WHERE rule = 'label_contradicted'").column("n")[0].as_py()
+    assert contradicted("") >= 1 and contradicted("c") == contradicted("") and contradicted("b") == 0
+    assert better.height == safer.height + contradicted("")
 
 
 def test_helpsteer_attribute_setting(lake: Lake) -> None:

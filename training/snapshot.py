@@ -46,14 +46,15 @@ class Selection(PairChoice):
 
     mixture: ``mix1`` / ``mix2`` (RECIPE §1) or ``all``; ``sources`` overrides it when given. Online pairs
     (source ``online``) are included per ``iterations``.
-    iterations: ``all`` (paper: every historical pair, offline and online up to ``max_iteration``),
-    ``latest`` (public scripts: only iteration ``max_iteration``'s online pairs), or ``offline``.
+    iterations: ``all`` (the selected offline pairs and every online pair up to ``max_iteration``; the paper's
+    DPO trains on the online pairs of every iteration so far, which is ``all`` with ``sources = online``, as the
+    paper preset sets), ``latest`` (public scripts: only iteration ``max_iteration``'s online pairs), or ``offline``.
     caps / fractions: per-source maximum pair count / share kept. size_matched: keep this many pairs of
     every offline source (Tulu 2.5 sub-samples each dataset to 60,908; online pairs are never sub-sampled). where: a SQL condition over ``pairs``.
     eval_fraction: share of prompts held out for evaluation; a prompt's pairs are all train or all eval.
     """
 
-    iterations: str = setting("all", "all (every historical pair, paper) | latest (that iteration's only) | offline")
+    iterations: str = setting("all", "all (the offline selection and every online pair so far; paper, with sources = online) | latest (that iteration's only) | offline")
     max_iteration: int = setting(0, "the last iteration whose online pairs are read")
     seed: int = setting(42, "seed of every random choice (sub-sampling, held-out prompts)")
 

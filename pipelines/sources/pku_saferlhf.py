@@ -45,7 +45,8 @@ class PKUSafeRLHF30K(Adapter):
         safer, better = pl.col("safer_response_id"), pl.col("better_response_id")
         bad_id = ~(safer.is_in([0, 1]) & better.is_in([0, 1])).fill_null(False)
         safe_of = lambda i: pl.when(i == 0).then(pl.col("is_response_0_safe")).otherwise(pl.col("is_response_1_safe"))  # noqa: E731
-        contradicted = (~safe_of(safer) & safe_of(1 - safer)).fill_null(False)
+        # the safety label contradicts the flags: it matters where the safety label is used (safer, agree), not for "better"
+        contradicted = (~safe_of(safer) & safe_of(1 - safer)).fill_null(False) & pl.lit(self.settings.preference != "better")
         disagree = safer != better
         winner = better if self.settings.preference == "better" else safer
         bad = rows.filter(bad_id)
