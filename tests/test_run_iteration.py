@@ -62,11 +62,16 @@ def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: 
         pytest.importorskip("vllm", reason="vLLM cannot be imported here (pip install -e '.[cpu]' or '.[gpu]')")
     config = small_config(tiny_model, engine)
     for n in (1, 2):
+        if n == 2:  # a newer reward model registered between iterations: "latest" stays the one iteration 1 scored with
+            newer = train_reward_model(ready_lake, RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.4),
+                                       tmp_path / "models", progress=False)
         timings, summary = run(ready_lake, n, config, tmp_path)
         assert list(timings) == ["prompts", "generate", "score", "select", "report", "train"]
         assert summary["pairs"] + summary["ties_dropped"] + summary["identical_dropped"] == 4
         assert Path(summary["report"]).exists() and Path(summary["new_policy"], "config.json").exists()
     responses = pl.from_arrow(ready_lake.read(S.RESPONSES))
+    rm_used = pl.from_arrow(ready_lake.read(S.SCORES))["reward_model_id"].unique().to_list()
+    assert len(rm_used) == 1 and rm_used != [newer["model_id"]]
     assert responses.group_by("iteration", "prompt_id").len()["len"].to_list() == [4] * 8 and set(responses["engine"]) == {engine}
     assert responses.filter(pl.col("iteration") == 1)["prompt_id"].is_in(responses.filter(pl.col("iteration") == 2)["prompt_id"].implode()).sum() == 0
     # iteration 2 generated with the policy iteration 1 trained, which DPO registered with its lineage

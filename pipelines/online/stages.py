@@ -52,7 +52,8 @@ class GenerateSettings(SamplingSettings):
 @dataclass(frozen=True)
 class IterationSettings:
     initial_policy: str = setting(models.DEFAULT, "π0: the policy of iteration 1 and the paper's fixed DPO reference (a path or hub id)")
-    reward_model: str = setting("latest", "the newest registered reward model, or a model id, path or hub id")
+    reward_model: str = setting("latest", "latest: the newest registered reward model when iteration 1 scores, kept for every later "
+                                          "iteration (the paper's fixed proxy); or a model id, path or hub id")
     score_batch_tokens: int = setting(16_384, "tokens per scoring batch (length-bucketed, padded to the longest)")
 
 
@@ -123,12 +124,17 @@ class Iteration:
         return counts["new_policy_id"], counts["new_policy_path"]
 
     def reward_model(self) -> tuple[str, str]:
-        """The reward model this iteration scores with: the one its score stage already used, else the config's."""
-        for status in ("done", "started"):
-            event = latest_event(self.lake, self.n_iter, "score", status)
+        """The reward model this iteration scores with: the one its score stage already used, else the config's.
+
+        ``latest`` is resolved once, by iteration 1: later iterations score with the model iteration 1 used, as
+        the paper's fixed proxy reward model, even when a newer one has been registered since.
+        """
+        spec = self.config.iteration.reward_model
+        for iteration, status in ((self.n_iter, "done"), (self.n_iter, "started")) + (((1, "done"),) if spec == "latest" else ()):
+            event = latest_event(self.lake, iteration, "score", status)
             if event and event["reward_model_id"]:
                 return find_model(self.lake, event["reward_model_id"], "reward_model")
-        return find_model(self.lake, self.config.iteration.reward_model, "reward_model")
+        return find_model(self.lake, spec, "reward_model")
 
     # ------------------------------------------------------------------ stages
     def drawn(self) -> pl.DataFrame:
