@@ -115,9 +115,11 @@ def used_response_prompts(lake: Lake, iteration: int) -> set[str]:
 
 def guarded_append(
     lake: Lake, table: str, rows: pl.DataFrame, suite: str, facts: pl.DataFrame, context: GateContext, pipeline: str, args: dict,
-    counts: tuple[tuple[str, str, str, str | None, int], ...] = (),
+    counts: tuple[tuple[str, str, str, str | None, int], ...] = (), replace_iteration: int | None = None,
 ) -> AppendResult:
     """Validate ``rows`` with ``suite`` (over their ``facts``) and append what passes to ``table`` in one commit.
+
+    ``replace_iteration``: the commit replaces that iteration's rows instead of adding to them (a re-selection).
 
     Rows failing a row gate go to quarantine with the gate's name; a batch gate failure raises
     :class:`quality.gates.GateError` and nothing lands. The run and its validations are logged either way.
@@ -137,7 +139,7 @@ def guarded_append(
         try:
             # an id counts as present in the batch's own iterations (an online pair may repeat an offline pair's content)
             present = existing_ids(lake, table, id_column, rows[id_column], pads.field("iteration").isin(rows["iteration"].unique().to_list()))
-            if present.len():  # landed before: a re-run after a fault between this append's commits
+            if present.len() and replace_iteration is None:  # landed before: a re-run after a fault between this append's commits
                 rows = rows.filter(~pl.col(id_column).is_in(present.implode()))
                 if id_column in facts.columns:
                     facts = facts.filter(~pl.col(id_column).is_in(present.implode()))
@@ -150,7 +152,8 @@ def guarded_append(
                     gates.observe(table, suite, facts)
                     dropped = enforce_gates(gates, stage, run, verdicts, lake).pairs
                     # the table whose ids say "done" commits last: a stop before it leaves only quarantine rows, never duplicated
-                    versions = stage.commit({"prefhouse.run_id": run.run_id}, last=(table,))
+                    replace = {table: [("iteration", "=", str(replace_iteration))]} if replace_iteration is not None else None
+                    versions = stage.commit({"prefhouse.run_id": run.run_id}, last=(table,), replace=replace)
             run.rows_in, run.rows_out = rows.height, rows.height - dropped
             run.versions_after = {**run.versions_before, **versions}
             if verdicts:
@@ -165,12 +168,16 @@ def guarded_append(
 
 
 def append_pairs(lake: Lake, pairs: pl.DataFrame, iteration: int, pipeline: str = "append_pairs", bounds: Bounds = Bounds(),
-                 counts: tuple[tuple[str, str, str, str | None, int], ...] = ()) -> AppendResult:
-    """Append pairs (the pairs table's schema) made for ``iteration``, through the pairs suite."""
+                 counts: tuple[tuple[str, str, str, str | None, int], ...] = (), replace: bool = False) -> AppendResult:
+    """Append pairs (the pairs table's schema) made for ``iteration``, through the pairs suite.
+
+    ``replace``: the pairs are the iteration's whole new set (a re-selection with other settings); one commit
+    removes its old pairs and adds these, so the iteration never holds two pairs for a prompt.
+    """
     sources = tuple(sorted(set(pairs["source"].drop_nulls())))
     facts = pair_facts(pairs, used_prompts(lake, iteration))
-    return guarded_append(lake, S.PAIRS, pairs, "pairs", facts, GateContext((iteration,), sources, bounds), pipeline, {"iteration": iteration},
-                          counts)
+    return guarded_append(lake, S.PAIRS, pairs, "pairs", facts, GateContext((iteration,), sources, bounds), pipeline,
+                          {"iteration": iteration, "replace": replace}, counts, iteration if replace else None)
 
 
 def append_responses(lake: Lake, responses: pl.DataFrame, iteration: int, n: int, pipeline: str = "generate") -> AppendResult:

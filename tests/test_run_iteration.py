@@ -189,3 +189,27 @@ def test_train_stage_refuses_a_failed_report_until_overridden(ready_lake: Lake, 
     assert list(timings) == ["train"] and summary["report_status"] == "failed"
     model = [m for m in ready_lake.read(S.MODELS).to_pylist() if m["job_kind"] == "dpo"][-1]
     assert json.loads(model["quality"])["quality_override"] is True
+
+
+def test_reselecting_with_other_settings_replaces_the_iterations_pairs(ready_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    """One pair per prompt per iteration in the lake, whatever is re-run: a new strategy replaces the pairs in one commit."""
+    from prefhouse.pipelines.online.stages import Iteration
+    from prefhouse.training.snapshot import Selection, resolve
+
+    def through_select(config: IterationConfig, stages: list[str]) -> None:
+        Iteration(ready_lake, 1, config, tmp_path / "models", tmp_path / "reports", progress=False).run(stages)
+
+    through_select(small_config(tiny_model), ["prompts", "generate", "score", "select"])
+    first = pl.from_arrow(ready_lake.read(S.PAIRS, filter=pads.field("iteration") == 1))
+    version = ready_lake.version(S.PAIRS)
+    through_select(small_config(tiny_model), ["select"])  # the same settings again: nothing to write
+    assert ready_lake.version(S.PAIRS) == version
+    through_select(small_config(tiny_model, "transformers", "select.strategy=max_random", "select.seed=3"), ["select"])
+    second = pl.from_arrow(ready_lake.read(S.PAIRS, filter=pads.field("iteration") == 1))
+    assert ready_lake.version(S.PAIRS) == version + 1  # one commit: old pairs out, new pairs in
+    assert second["prompt_id"].is_unique().all() and set(second["rule"]) == {"select.max_random"}
+    assert second["prompt_id"].n_unique() == first["prompt_id"].n_unique()
+    assert pl.from_arrow(ready_lake.read(S.PAIRS, version=version, filter=pads.field("iteration") == 1))["rule"].unique().to_list() == ["select.max_min"]
+    snap = resolve(ready_lake, Selection(sources=("online",), iterations="all", max_iteration=1))
+    online = pl.from_arrow(snap.train)
+    assert online["prompt_id"].is_unique().all() and online.height == second.height  # what training reads: one pair per prompt

@@ -40,6 +40,7 @@ from prefhouse.pipelines.core.errors import UsageError
 DEFAULT_LAKE = "data/lake"
 
 Versions = dict[str, int]
+Partitions = Sequence[tuple[str, str, str]]  # Delta partition filters: (column, "=", value as text)
 
 
 class LakeError(UsageError):
@@ -173,8 +174,9 @@ class Lake:
         data: pa.Table | pa.RecordBatchReader,
         partition_by: list[str] | None = None,
         metadata: Mapping[str, str] | None = None,
+        replace: Partitions | None = None,
     ) -> int:
-        """Append ``data`` in one atomic commit and return the new version.
+        """Append ``data`` in one atomic commit and return the new version (``replace``: instead of those partitions' rows).
 
         A record-batch reader is streamed to Parquet files and committed once at the end, so memory stays
         bounded however large the append, and a crash before the commit leaves only unreferenced files that
@@ -183,7 +185,8 @@ class Lake:
         write_deltalake(
             self.table_uri(table),
             data,
-            mode="append",
+            mode="overwrite" if replace else "append",
+            predicate=" AND ".join(f"{c} {op} {v if v.lstrip('-').isdigit() else repr(v)}" for c, op, v in replace) if replace else None,
             partition_by=partition_by or None,
             storage_options=self.storage_options or None,
             commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
@@ -421,8 +424,13 @@ class Staging:
             staged.done.extend(staged.files.values())
             staged.files.clear()
 
-    def commit(self, metadata: Mapping[str, str] | None = None, last: Sequence[str] = ()) -> Versions:
-        """Record every staged table that has rows (one Delta commit each, ``last`` after the rest); return the new versions."""
+    def commit(self, metadata: Mapping[str, str] | None = None, last: Sequence[str] = (),
+               replace: Mapping[str, Partitions] | None = None) -> Versions:
+        """Record every staged table that has rows (one Delta commit each, ``last`` after the rest); return the new versions.
+
+        ``replace``: tables whose named partitions (``[("iteration", "=", "1")]``) the commit replaces: their old
+        files are removed and the staged ones added in the same commit, so a reader sees the old rows or the new.
+        """
         self._close()
         versions: Versions = {}
         metadata = {**(metadata or {}), STAGING_TOKEN_KEY: self.token}
@@ -432,7 +440,7 @@ class Staging:
             if not staged.rows:
                 continue
             try:
-                versions[table] = self._commit_table(table, staged, metadata)
+                versions[table] = self._commit_table(table, staged, metadata, (replace or {}).get(table))
             except BaseException:
                 if not self.local or self._landed(table) is False:
                     raise  # nothing of it is in the lake: discard() may delete its files
@@ -441,12 +449,12 @@ class Staging:
             del self.tables[table]
         return versions  # what is left had no rows: discard() deletes its (empty) files
 
-    def _commit_table(self, table: str, staged: _StagedTable, metadata: dict[str, str]) -> int:
+    def _commit_table(self, table: str, staged: _StagedTable, metadata: dict[str, str], replace: Partitions | None = None) -> int:
         if not self.local:
             files = [str(staged.root / f.path) for f in staged.done]
             dataset = pads.dataset(files, schema=staged.schema, format="parquet")
             reader = pa.RecordBatchReader.from_batches(staged.schema, dataset.to_batches())
-            return self.lake.append(table, reader, staged.partition_by, metadata)
+            return self.lake.append(table, reader, staged.partition_by, metadata, replace)
         props = CommitProperties(custom_metadata=metadata)
         now = int(time.time() * 1000)
         actions = [
@@ -455,7 +463,8 @@ class Staging:
         ]
         if self.lake.exists(table):
             self.lake.delta(table).create_write_transaction(
-                actions, mode="append", schema=staged.schema, partition_by=staged.partition_by or None, commit_properties=props
+                actions, mode="overwrite" if replace else "append", schema=staged.schema, partition_by=staged.partition_by or None,
+                partition_filters=list(replace) if replace else None, commit_properties=props,
             )
         else:
             create_table_with_add_actions(

@@ -209,14 +209,17 @@ class Iteration:
         rm_id = scores["reward_model_id"][0] if scores.height else None
         policy_id = responses["policy_model_id"][0] if responses.height else None
         pairs = online_pairs(chosen, scored.unique("prompt_id").select("prompt_id", "prompt"), self.n_iter, settings, rm_id, policy_id, self.run_id)
-        present = set(_read(self.lake, S.PAIRS, self.n_iter, ["pair_id"])["pair_id"].to_list())
-        new = pairs.filter(~pl.col("pair_id").is_in(list(present)))
+        landed = _read(self.lake, S.PAIRS, self.n_iter, ["pair_id", "rule_version"])
+        # other selection settings than the pairs in the lake were made with: the new selection replaces them, in one commit
+        reselect = landed.height > 0 and pairs.height > 0 and set(landed["rule_version"]) != set(pairs["rule_version"])
+        new = pairs if reselect else pairs.filter(~pl.col("pair_id").is_in(landed["pair_id"].implode()))
         counts = {"prompts": chosen.prompts, "pairs": pairs.height, "ties_dropped": chosen.ties, "identical_dropped": chosen.identical,
-                  "already_present": pairs.height - new.height, "strategy": settings.strategy, "length_penalty": settings.length_penalty}
+                  "already_present": pairs.height - new.height, "replaced": landed.height if reselect else 0,
+                  "strategy": settings.strategy, "length_penalty": settings.length_penalty}
         if new.height:
             run_counts = (("online", "pair", "kept", None, new.height), ("online", "pair", "filtered", "tie", chosen.ties),
                           ("online", "pair", "filtered", "identical", chosen.identical))
-            result = append_pairs(self.lake, new, self.n_iter, pipeline="select", counts=run_counts)
+            result = append_pairs(self.lake, new, self.n_iter, pipeline="select", counts=run_counts, replace=reselect)
             counts.update(landed=result.landed, quarantined=result.quarantined)
         return counts
 
