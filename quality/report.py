@@ -1,10 +1,11 @@
 """The data-quality report a user reads before every DPO round: ``python -m quality.report --iter N``.
 
-It describes the snapshot DPO of iteration N will read (every pair with ``iteration <= N``, the paper's
-"historical data", at pinned table versions), re-runs the pairs suite over that whole snapshot (what
+It describes the snapshot DPO of iteration N will read (given as a :class:`ReportScope`: the snapshot's pairs
+at its pinned versions; without one, every pair with ``iteration <= N``), re-runs the pairs suite over that whole snapshot (what
 was valid batch by batch can still collide across batches: a pair id twice, a prompt in two
 iterations), and shows counts per source and iteration, gate results, distributions of rewards, margins
-and lengths of chosen vs rejected, the share of ties dropped, reward drift from the previous iteration,
+and lengths of chosen vs rejected, the share of ties dropped, rewards of online pairs with their drift
+under one reward model (offline native scores apart, on their own scales),
 and the paper's Figure 5 statistic: the per-prompt Pearson correlation of reward and response length,
 as a heatmap over prompts grouped by mean response length. Failures (a gate failing over the snapshot)
 make the report fail, and DPO refuses a failed report unless overridden; warnings (a high reward/length
@@ -46,6 +47,22 @@ class ReportSettings:
     bounds: Bounds = Bounds()
 
 
+@dataclass(frozen=True)
+class ReportScope:
+    """The exact pairs a DPO round reads: its snapshot's pair ids at pinned versions (resolved by the training layer)."""
+
+    pair_ids: tuple[str, ...]
+    versions: dict[str, int]
+    snapshot_hash: str
+    selection: dict
+
+    @classmethod
+    def of(cls, snapshot) -> ReportScope:
+        """The scope of a ``training.snapshot.Snapshot`` (train and held-out pairs)."""
+        ids = tuple(snapshot.train.column("pair_id").to_pylist() + snapshot.eval.column("pair_id").to_pylist())
+        return cls(ids, dict(snapshot.versions), snapshot.snapshot_hash, asdict(snapshot.selection))
+
+
 @dataclass
 class Report:
     iteration: int
@@ -56,6 +73,7 @@ class Report:
     html_path: Path
     markdown_path: Path
     numbers: dict = field(default_factory=dict)
+    snapshot_hash: str | None = None  # the DPO snapshot it describes; None: every pair with iteration <= N
 
     @property
     def failed(self) -> bool:
@@ -83,14 +101,15 @@ def require_passing(report: Report, override: bool = False) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ data
-def _snapshot_facts(lake: Lake, versions: dict[str, int], iteration: int) -> pl.DataFrame:
+def _snapshot_facts(lake: Lake, versions: dict[str, int], iteration: int, scope: ReportScope | None = None) -> pl.DataFrame:
     """Facts of every pair in the snapshot, computed batch by batch (bounded memory)."""
     import pyarrow.dataset as pads
 
     frames = []
     if versions.get(S.PAIRS) is not None:
         dataset = lake.dataset(S.PAIRS, versions[S.PAIRS])
-        frames = [pair_facts(pl.from_arrow(b)) for b in dataset.to_batches(filter=pads.field("iteration") <= iteration) if b.num_rows]
+        wanted = pads.field("iteration") <= iteration if scope is None else pads.field("pair_id").isin(list(scope.pair_ids))
+        frames = [pair_facts(pl.from_arrow(b)) for b in dataset.to_batches(filter=wanted) if b.num_rows]
     if not frames:
         return pair_facts(pl.from_arrow(S.PAIR_SCHEMA.empty_table()))
     facts = pl.concat(frames)
@@ -214,16 +233,25 @@ def correlation_heatmap(corr: pl.DataFrame) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------ build
-def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settings: ReportSettings = ReportSettings()) -> Report:
-    """Compute, render (HTML + Markdown) and return the report for DPO of ``iteration``."""
-    con, versions = connect(lake)
+def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settings: ReportSettings = ReportSettings(),
+                 scope: ReportScope | None = None) -> Report:
+    """Compute, render (HTML + Markdown) and return the report for DPO of ``iteration``.
+
+    ``scope``: the snapshot DPO will read (its selection's pairs at its pinned versions); without one, every
+    pair with ``iteration <= N`` at the latest versions.
+    """
+    import pyarrow.dataset as pads
+
+    con, versions = connect(lake, as_of=",".join(f"{t}={v}" for t, v in sorted(scope.versions.items())) if scope else None)
+    if scope is not None:  # every query below reads the snapshot's pairs only
+        con.register(S.PAIRS, lake.read(S.PAIRS, scope.versions.get(S.PAIRS), filter=pads.field("pair_id").isin(list(scope.pair_ids))))
     try:
         counts = pl.from_arrow(con.sql(
             f"SELECT iteration, source, count(*) AS pairs, count(DISTINCT prompt_id) AS prompts FROM pairs "
             f"WHERE iteration <= {iteration} GROUP BY ALL ORDER BY iteration, source").to_arrow_table())
         values = pl.from_arrow(con.sql(
-            f"SELECT iteration, chosen_score, rejected_score, margin, chosen_chars, rejected_chars FROM pair_texts "
-            f"WHERE iteration <= {iteration}").to_arrow_table())
+            f"SELECT iteration, source, score_kind, reward_model_id, chosen_score, rejected_score, margin, chosen_chars, rejected_chars "
+            f"FROM pair_texts WHERE iteration <= {iteration}").to_arrow_table())
         corr = length_correlations(response_rewards(con, iteration), settings.min_responses_for_correlation)
         ties = tie_shares(con)
         past_failures = pl.from_arrow(con.sql(
@@ -231,7 +259,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
     finally:
         con.close()
 
-    facts = _snapshot_facts(lake, versions, iteration)
+    facts = _snapshot_facts(lake, versions, iteration, scope)
     sources = tuple(sorted({*S.OFFLINE_SOURCES, S.ONLINE_SOURCE}))
     verdict = judge(S.PAIRS, "pairs", facts.with_row_index("_row"), GateContext(tuple(range(iteration + 1)), sources, settings.bounds), "report")
     failures = [f"{g['gate']}: {g['unexpected_count'] or 0} of {g['element_count']} rows ({g['observed_value']})" for g in verdict.results if not g["success"]]
@@ -248,9 +276,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
         for source, target in settings.mixture.items():
             if abs(actual.get(source, 0.0) - target) > settings.share_tolerance:
                 warnings.append(f"source {source} is {actual.get(source, 0.0):.1%} of the snapshot, the mixture says {target:.1%}")
-    per_iter = values.group_by("iteration").agg(pl.col("chosen_score").mean().alias("chosen"), pl.col("rejected_score").mean().alias("rejected")).sort("iteration")
-    drift = per_iter.with_columns((pl.col("chosen") - pl.col("chosen").shift(1)).alias("chosen_drift"),
-                                  (pl.col("rejected") - pl.col("rejected").shift(1)).alias("rejected_drift"))
+    drift, native = reward_tables(values)
 
     status = "failed" if failures else "passed"
     out = out_dir / f"iteration-{iteration}"
@@ -265,15 +291,35 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
         "ties_dropped": int(ties["ties"].sum()) if ties.height else 0,
         "candidates": int(ties["candidates"].sum()) if ties.height else 0,
     }
-    report = Report(iteration, versions, status, failures, warnings, out / "report.html", out / "report.md", numbers)
-    sections = _sections(report, counts, verdict.results, past_failures, ties, drift, corr, shares)
+    report = Report(iteration, versions, status, failures, warnings, out / "report.html", out / "report.md", numbers,
+                    scope.snapshot_hash if scope else None)
+    sections = _sections(report, counts, verdict.results, past_failures, ties, drift, native, corr, shares)
     report.html_path.write_text(_html(report, sections, images))
     report.markdown_path.write_text(_markdown(report, sections, images))
     (out / "report.json").write_text(json.dumps({**asdict(report), "html_path": str(report.html_path), "markdown_path": str(report.markdown_path)}, default=str, indent=2))
     return report
 
 
-def _sections(report, counts, gate_results, past_failures, ties, drift, corr, shares) -> list[tuple[str, pl.DataFrame | str]]:
+def reward_tables(values: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rewards of online pairs per (reward model, iteration), drift only between iterations of one reward model;
+    the offline sources' native scores apart, per source and kind (a rating scale is not a reward scale)."""
+    online = values.filter(pl.col("iteration") > 0)
+    drift = (
+        online.group_by("reward_model_id", "iteration").agg(pl.col("chosen_score").mean().alias("chosen"), pl.col("rejected_score").mean().alias("rejected"))
+        .sort("reward_model_id", "iteration")
+        .with_columns((pl.col("chosen") - pl.col("chosen").shift(1).over("reward_model_id")).alias("chosen_drift"),
+                      (pl.col("rejected") - pl.col("rejected").shift(1).over("reward_model_id")).alias("rejected_drift"))
+    )
+    native = (
+        values.filter((pl.col("iteration") == 0) & pl.col("chosen_score").is_not_null())
+        .group_by("source", "score_kind").agg(pl.len().alias("pairs"), pl.col("chosen_score").mean().alias("chosen"),
+                                              pl.col("rejected_score").mean().alias("rejected"), pl.col("margin").mean().alias("margin"))
+        .sort("source")
+    )
+    return drift, native
+
+
+def _sections(report, counts, gate_results, past_failures, ties, drift, native, corr, shares) -> list[tuple[str, pl.DataFrame | str]]:
     gates = pl.DataFrame([{k: r[k] for k in ("gate", "level", "success", "element_count", "unexpected_count", "observed_value")} for r in gate_results])
     corr_summary = (
         corr.group_by("iteration", "source").agg(pl.len().alias("prompts"), pl.col("r").mean().round(4).alias("mean_r"), pl.col("r").median().round(4).alias("median_r"))
@@ -285,7 +331,8 @@ def _sections(report, counts, gate_results, past_failures, ties, drift, corr, sh
         ("Quality gates over the snapshot", gates),
         ("Gate failures in earlier appends (their rows never landed)", past_failures if past_failures.height else "none"),
         ("Ties dropped (latest run per source)", ties),
-        ("Reward drift from the previous iteration", drift),
+        ("Reward of online pairs, and drift from the previous iteration under the same reward model", drift if drift.height else "no online pairs"),
+        ("Offline sources' native scores (their own scales; not comparable with rewards)", native if native.height else "none"),
         ("Per-prompt reward/length correlation (paper Figure 5)", corr_summary),
     ]
 
@@ -312,7 +359,8 @@ def _table_html(df: pl.DataFrame | str) -> str:
 
 def _header_lines(report: Report) -> list[str]:
     return [
-        f"Snapshot: every pair with iteration <= {report.iteration}; table versions {json.dumps(report.versions, sort_keys=True)}.",
+        (f"Snapshot: DPO round {report.iteration}'s, hash {report.snapshot_hash}" if report.snapshot_hash else
+         f"Snapshot: every pair with iteration <= {report.iteration}") + f"; table versions {json.dumps(report.versions, sort_keys=True)}.",
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC. Pairs: {report.numbers['pairs']}; mean per-prompt reward/length "
         f"correlation: {report.numbers['mean_length_correlation'] if report.numbers['mean_length_correlation'] is not None else 'n/a'} "
         f"over {report.numbers['prompts_with_correlation']} prompts.",

@@ -31,8 +31,9 @@ def test_report_on_the_fixtures(curated_lake: Lake, tmp_path: Path) -> None:
     assert any(w.startswith("source hh_rlhf is") for w in report.warnings)
     md = report.markdown_path.read_text()
     for section in ("Counts per source and iteration", "Quality gates over the snapshot", "Ties dropped",
-                    "Reward drift from the previous iteration", "Per-prompt reward/length correlation"):
-        assert f"## {section}" in md
+                    "Reward of online pairs, and drift from the previous iteration under the same reward model",
+                    "Offline sources' native scores", "Per-prompt reward/length correlation"):
+        assert f"## {section}" in md, section
     assert md.index("**WARNING:**") < md.index("## Counts")
     assert "| 0 | ultrafeedback | 76 | 20 |" in md
     page = report.html_path.read_text()
@@ -67,3 +68,32 @@ def test_empty_snapshot_fails(lake: Lake, tmp_path: Path) -> None:
     empty = Lake(str(tmp_path / "empty"))
     report = build_report(empty, 3, tmp_path)
     assert report.failed and "no pairs" in report.failures[-1]
+
+
+def test_report_describes_exactly_the_dpo_snapshot(curated_lake: Lake, tmp_path: Path) -> None:
+    from prefhouse.quality.report import ReportScope
+    from prefhouse.training.snapshot import Selection, resolve
+
+    snapshot = resolve(curated_lake, Selection(mixture="mix1", size_matched=5, eval_fraction=0.2))
+    report = build_report(curated_lake, 0, tmp_path, scope=ReportScope.of(snapshot))
+    assert report.numbers["pairs"] == snapshot.train.num_rows + snapshot.eval.num_rows < curated_lake.read(S.PAIRS).num_rows
+    assert report.snapshot_hash == snapshot.snapshot_hash and snapshot.snapshot_hash in report.markdown_path.read_text()
+    counted = set(re.findall(r"^\| 0 \| ([a-z][a-z_0-9]*) \| \d+ \| \d+ \|$", report.markdown_path.read_text(), re.M))
+    assert counted == {"hh_rlhf", "shp", "ultrafeedback"}  # the mixture's sources only
+
+
+def test_rewards_are_compared_only_under_one_reward_model() -> None:
+    from prefhouse.quality.report import reward_tables
+
+    rows = [  # offline native ratings (mean 7.3) and online rewards from two reward models
+        (0, "ultrafeedback", "fine_grained", None, 8.0, 6.6), (1, "online", "reward_model", "rm-a", -0.5, -1.0),
+        (2, "online", "reward_model", "rm-a", -0.2, -0.9), (3, "online", "reward_model", "rm-b", 3.0, 1.0),
+    ]
+    values = pl.DataFrame(rows, schema=["iteration", "source", "score_kind", "reward_model_id", "chosen_score", "rejected_score"], orient="row")
+    values = values.with_columns((pl.col("chosen_score") - pl.col("rejected_score")).alias("margin"))
+    drift, native = reward_tables(values)
+    assert drift["iteration"].to_list() == [1, 2, 3] and 0 not in drift["iteration"].to_list()
+    assert drift["chosen_drift"].to_list()[1] == pytest.approx(0.3)  # rm-a: iteration 2 against iteration 1
+    assert drift["chosen_drift"].to_list()[0] is None and drift["chosen_drift"].to_list()[2] is None  # nothing before it under rm-b
+    assert native.to_dicts() == [{"source": "ultrafeedback", "score_kind": "fine_grained", "pairs": 1, "chosen": 8.0, "rejected": 6.6,
+                                  "margin": pytest.approx(1.4)}]

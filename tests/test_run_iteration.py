@@ -178,8 +178,13 @@ def test_a_score_count_mismatch_is_an_error(ready_lake: Lake, tiny_model: str, t
 def test_train_stage_refuses_a_failed_report_until_overridden(ready_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
     from prefhouse.quality.report import ReportFailed
 
-    ready_lake.append(S.PAIRS, ready_lake.read(S.PAIRS).slice(0, 1), S.PAIR_PARTITIONS)  # a duplicate that skipped the gates
+    from prefhouse.training.snapshot import resolve
+
     config = small_config(tiny_model)
+    # a duplicate that skipped the gates, of the first pair DPO's snapshot takes from its source (so both copies are in it)
+    dpo = config.dpo
+    first = resolve(ready_lake, dpo.selection(iterations=dpo.pairs, max_iteration=1)).train.column("pair_id")[0].as_py()
+    ready_lake.append(S.PAIRS, ready_lake.read(S.PAIRS, filter=pads.field("pair_id") == first), S.PAIR_PARTITIONS)
     with pytest.raises(ReportFailed, match="pair_id_unique"):
         run(ready_lake, 1, config, tmp_path)
     events = pl.from_arrow(ready_lake.read(S.ITERATIONS)).sort("at")

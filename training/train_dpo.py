@@ -29,7 +29,7 @@ from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
 from prefhouse.training.jobs import Optimisation, add_job_arguments, finished_model, job_model_id, model_key, pair_rows, staged_output
 from prefhouse.training.lineage import register_model
-from prefhouse.training.snapshot import resolve
+from prefhouse.training.snapshot import Snapshot, resolve
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,15 @@ class DPOSettings(Optimisation):
             raise ValueError("beta must be positive")
 
 
-def quality_gate(lake: Lake, iteration: int, override: bool, report=None, reports_dir: Path | None = None) -> dict:
-    """Build (or take) the report for the snapshot and refuse a failed one unless overridden; what to record."""
-    from prefhouse.quality.report import DEFAULT_OUT, build_report, require_passing
+def quality_gate(lake: Lake, iteration: int, override: bool, snapshot: Snapshot, report=None, reports_dir: Path | None = None) -> dict:
+    """Build (or take) the report on exactly this snapshot and refuse a failed one unless overridden; what to record.
 
-    report = report or build_report(lake, iteration, reports_dir or DEFAULT_OUT)
+    A report built earlier (the iteration's report stage) is taken only if it describes this snapshot.
+    """
+    from prefhouse.quality.report import DEFAULT_OUT, ReportScope, build_report, require_passing
+
+    if report is None or report.snapshot_hash != snapshot.snapshot_hash:
+        report = build_report(lake, iteration, reports_dir or DEFAULT_OUT, scope=ReportScope.of(snapshot))
     if report.failed and override:
         print(f"WARNING: training on a snapshot whose quality report FAILED (--override-quality): {report.html_path}", file=sys.stderr)
         for failure in report.failures:
@@ -80,7 +84,7 @@ def train_dpo(
     policy_path, initial_path = models.resolve(policy, models_dir), models.resolve(initial, models_dir)
     reference_path = initial_path if settings.reference == "initial" else policy_path
     snapshot = resolve(lake, settings.selection(iterations=settings.pairs, max_iteration=iteration))
-    quality = quality_gate(lake, iteration, override_quality, report, reports_dir)
+    quality = quality_gate(lake, iteration, override_quality, snapshot, report, reports_dir)
     model_id = job_model_id("dpo", policy=model_key(policy_path, models_dir), reference=model_key(reference_path, models_dir),
                             pairs_table=lake.table_id(S.PAIRS), snapshot=snapshot.snapshot_hash, settings=settings)
     done = finished_model(lake, model_id)

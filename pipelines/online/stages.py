@@ -224,12 +224,15 @@ class Iteration:
         return counts
 
     def stage_report(self) -> dict:
-        from prefhouse.quality.report import DEFAULT_OUT, build_report
+        from prefhouse.quality.report import DEFAULT_OUT, ReportScope, build_report
+        from prefhouse.training.snapshot import resolve
 
-        self.report = build_report(self.lake, self.n_iter, self.reports_dir or DEFAULT_OUT)
+        dpo = self.config.dpo  # the report describes exactly the snapshot the train stage will read
+        snapshot = resolve(self.lake, dpo.selection(iterations=dpo.pairs, max_iteration=self.n_iter))
+        self.report = build_report(self.lake, self.n_iter, self.reports_dir or DEFAULT_OUT, scope=ReportScope.of(snapshot))
         for line in [f"FAILED: {f}" for f in self.report.failures] + [f"WARNING: {w}" for w in self.report.warnings]:
             print(f"  report: {line}", file=sys.stderr)
-        return {"status": self.report.status, "failures": self.report.failures, "warnings": self.report.warnings,
+        return {"status": self.report.status, "snapshot_hash": self.report.snapshot_hash, "failures": self.report.failures, "warnings": self.report.warnings,
                 "html": str(self.report.html_path), "markdown": str(self.report.markdown_path)}
 
     def stage_train(self) -> dict:
