@@ -53,6 +53,16 @@ def test_hh_rlhf_real_rows_round_trip(shared_sources: Path, tmp_path: Path, lake
         raw = json.loads(raw)
         assert squash(transcript(chosen)) == squash(raw["chosen"])
         assert squash(transcript(rejected)) == squash(raw["rejected"])
+    # the dataset's "Assistant: Human:" artefact (an assistant turn that starts with the user's tag) is quarantined, never paired
+    tagged = set()
+    for split, name in (("harmless-base/test", "harmless-base/test.jsonl"), ("helpful-base/train", "helpful-base/train.jsonl")):
+        for i, line in enumerate((data / "hh_rlhf" / name).read_text().splitlines()):
+            row = json.loads(line)
+            if re.search(r"\n\nAssistant:\s*Human:", row["chosen"] + row["rejected"]):
+                tagged.add(f"{split}#{i}")
+    assert len(tagged) >= 5
+    quarantined = run_query(lake, "SELECT unnest(raw_keys) AS k, rule FROM quarantine WHERE source = 'hh_rlhf'").to_pylist()
+    assert {q["k"] for q in quarantined if q["rule"] == "speaker_tag_in_turn"} == tagged - {q["k"] for q in quarantined if q["rule"] != "speaker_tag_in_turn"}
 
 
 def test_helpsteer_real_rows_match_an_independent_count(shared_sources: Path, tmp_path: Path, lake: Lake) -> None:

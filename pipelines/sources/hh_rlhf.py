@@ -57,7 +57,13 @@ class HHRLHF(Adapter):
         )
         ctx_key = lambda c: c.list.eval(pl.element().struct.field("role") + ROLE + pl.element().struct.field("content")).list.join(TURN)  # noqa: E731
         mismatch = ctx_key(pl.col("prompt")) != ctx_key(pl.col("_rctx"))
-        pairs = ok.filter(~mismatch).select(
+        # the dataset's "Assistant: Human: …" artefact: an assistant turn whose text starts with the other speaker's tag,
+        # i.e. a mislabelled turn; kept verbatim it teaches a model to answer as the user, so the row is quarantined
+        speaker_tag = lambda c: c.list.eval(  # noqa: E731
+            (pl.element().struct.field("role") == "assistant") & pl.element().struct.field("content").str.strip_chars_start().str.starts_with("Human:")
+        ).list.any()
+        tagged = (speaker_tag(pl.col("_ct")) | speaker_tag(pl.col("_rt"))).fill_null(False) & ~mismatch.fill_null(True)
+        pairs = ok.filter(~mismatch & ~tagged).select(
             pl.concat_list([pl.col("_raw_key")]).alias("raw_keys"),
             pl.col("_split").alias("split"),
             "prompt",
@@ -70,6 +76,8 @@ class HHRLHF(Adapter):
                 [
                     rejects(bad, "row", INVALID, "unparseable_transcript", "text before the first turn, no turns, or a final turn that is not the assistant's"),
                     rejects(ok.filter(mismatch), "row", INVALID, "context_mismatch", "chosen and rejected differ before the final assistant turn"),
+                    rejects(ok.filter(tagged), "row", INVALID, "speaker_tag_in_turn",
+                            "an assistant turn starts with 'Human:' (the dataset's 'Assistant: Human:' artefact)"),
                 ]
             ),
         )
