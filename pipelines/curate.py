@@ -23,15 +23,15 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.errors import run as run_job
 from prefhouse.pipelines.core.ids import messages_key, trimmed, with_md5
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, LakeError, Staging, staging
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, Staging, staging
 from prefhouse.pipelines.core.runlog import RunRecord
 from prefhouse.pipelines.core.schema import INVALID
 from prefhouse.pipelines.core.settings import load_config, merge, parse_overrides
 from prefhouse.pipelines.sources import Adapter
 from prefhouse.pipelines.sources.base import REJECT_SCHEMA, rejects
 from prefhouse.pipelines.sources.reading import (
-    InputError,
     InputReport,
     RawBatch,
     check_local,
@@ -43,7 +43,7 @@ from prefhouse.pipelines.sources.reading import (
 from prefhouse.pipelines.sources.rules import apply_shared_rules
 from prefhouse.pipelines.sources.settings import build_adapters, describe_settings, resolve_sources
 from prefhouse.quality.checks import pair_facts, prompt_facts, raw_facts
-from prefhouse.quality.gates import GateError, Gatekeeper, Verdict, validation_rows
+from prefhouse.quality.gates import Gatekeeper, Verdict, validation_rows
 from prefhouse.quality.guard import enforce_gates
 from prefhouse.quality.suites import GateContext
 from tqdm import tqdm
@@ -434,24 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 when the run committed, 1 when a quality gate refused it, 2 for bad settings, inputs or lake state."""
-    from prefhouse.pipelines.core.settings import SettingsError
+    """Exit codes as every job's (:mod:`prefhouse.pipelines.core.errors`): 0 committed, 1 a gate refused, 2 bad settings, input or lake."""
+    return run_job(_curate_command, argv)
 
+
+def _curate_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        sources = resolve_sources(args.sources)
-        config = merge(load_config(args.config), parse_overrides(args.overrides))
-        lake = Lake(args.lake)
-        run, summaries = curate(
-            sources, lake, None if args.hub else args.data_dir, args.hub, config,
-            args={k: str(v) for k, v in vars(args).items()}, progress=not (args.no_progress or args.quiet),
-        )
-    except Exception as exc:
-        if args.debug:
-            raise
-        known = (SettingsError, InputError, FileNotFoundError, LakeError, GateError)
-        print(f"error: {exc}" if isinstance(exc, known) else f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr)
-        return 1 if isinstance(exc, GateError) else 2
+    sources = resolve_sources(args.sources)
+    config = merge(load_config(args.config), parse_overrides(args.overrides))
+    lake = Lake(args.lake)
+    run, summaries = curate(
+        sources, lake, None if args.hub else args.data_dir, args.hub, config,
+        args={k: str(v) for k, v in vars(args).items()}, progress=not (args.no_progress or args.quiet),
+    )
     if not args.quiet:
         from prefhouse.pipelines.core.sql import format_table, run_query
 
@@ -466,6 +461,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from prefhouse.pipelines.core.errors import run
-
-    sys.exit(run(main))
+    sys.exit(main())

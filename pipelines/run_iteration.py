@@ -22,14 +22,12 @@ from pathlib import Path
 
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.config import add_config_arguments, layers_from_args
+from prefhouse.pipelines.core.errors import run as run_job
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, LakeError
-from prefhouse.pipelines.core.settings import SettingsError
 from prefhouse.pipelines.online.draw_prompts import draw_prompts
 from prefhouse.pipelines.online.generate import pick_engine
 from prefhouse.pipelines.online.iterations import STAGES, IterationOrderError, pending_stages, require_previous_complete, stage_states
 from prefhouse.pipelines.online.stages import Iteration, IterationConfig
-from prefhouse.quality.gates import GateError
-from prefhouse.quality.report import ReportFailed
 from prefhouse.training import models
 
 __all__ = ["Iteration", "IterationConfig", "main", "plan", "run_iteration"]
@@ -81,7 +79,11 @@ def run_iteration(lake: Lake, iteration: int, config: IterationConfig, from_stag
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes as every job's (:mod:`prefhouse.pipelines.core.errors`): 0 done, 1 a gate or the report refused, 2 usage."""
+    return run_job(_iterate_command, argv)
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python pipelines/run_iteration.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--iter", dest="iteration", type=int, required=True, help="the iteration to run (1, 2, …)")
@@ -92,24 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
     parser.add_argument("--reports-dir", type=Path, default=None)
     add_config_arguments(parser, IterationConfig.SECTIONS, DEFAULT_LAKE, aliases={"--engine": "generate.engine"})
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _iterate_command(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     lake = Lake(args.lake)
-    try:
-        config = IterationConfig.from_layers(layers_from_args(args))
-        if args.dry_run:
-            require_previous_complete(lake, args.iteration)
-            it = Iteration(lake, args.iteration, config, args.models_dir, args.reports_dir)
-            print(plan(lake, it, pending_stages(lake, args.iteration, args.from_stage, args.force)))
-            return 0
-        t0 = time.perf_counter()
-        timings, summary = run_iteration(lake, args.iteration, config, args.from_stage, args.force, args.models_dir, args.reports_dir,
-                                         args.override_quality)
-    except (ReportFailed, GateError) as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 1
-    except (SettingsError, IterationOrderError, LakeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = IterationConfig.from_layers(layers_from_args(args))
+    if args.dry_run:
+        require_previous_complete(lake, args.iteration)
+        it = Iteration(lake, args.iteration, config, args.models_dir, args.reports_dir)
+        print(plan(lake, it, pending_stages(lake, args.iteration, args.from_stage, args.force)))
+        return 0
+    t0 = time.perf_counter()
+    timings, summary = run_iteration(lake, args.iteration, config, args.from_stage, args.force, args.models_dir, args.reports_dir,
+                                     args.override_quality)
     print(f"\niteration {args.iteration} finished in {time.perf_counter() - t0:.0f} s")
     print("time per stage: " + (", ".join(f"{s} {t:.1f} s" for s, t in timings.items()) or "nothing left to run"))
     for key, value in summary.items():
@@ -118,6 +117,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from prefhouse.pipelines.core.errors import run
-
-    sys.exit(run(main))
+    sys.exit(main())

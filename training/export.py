@@ -24,9 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefhouse.pipelines.core.config import add_dataclass_flags, dataclass_from_flags
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, LakeError
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.core.runlog import code_version
-from prefhouse.pipelines.core.settings import SettingsError
 from prefhouse.training.snapshot import Selection, Snapshot, resolve
 
 COLUMNS = "pair_id, prompt_id, source, iteration, split, prompt, chosen, rejected, chosen_score, rejected_score"
@@ -120,14 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        selection = dataclass_from_flags(Selection, args, "selection")
-        lake = Lake(args.lake)
-        versions = {"pairs": args.pairs_version} if args.pairs_version is not None else None
-        snapshot = export_snapshot(lake, selection, args.out, versions)
-    except (SettingsError, LakeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    selection = dataclass_from_flags(Selection, args, "selection")
+    versions = {"pairs": args.pairs_version} if args.pairs_version is not None else None
+    snapshot = export_snapshot(Lake(args.lake), selection, args.out, versions)
     print(f"snapshot {snapshot.snapshot_hash}: {snapshot.train.num_rows} train, {snapshot.eval.num_rows} eval pairs -> {args.out}")
     if args.push_to_hub:
         push_to_hub(args.out, args.push_to_hub, snapshot)

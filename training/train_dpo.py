@@ -140,7 +140,6 @@ def train_dpo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prefhouse.quality.report import ReportFailed
 
     parser = argparse.ArgumentParser(prog="python training/train_dpo.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--iter", dest="iteration", type=int, required=True, help="train on pairs up to this iteration (0: offline only)")
@@ -153,12 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     layers = layers_from_args(args)
     settings = build(DPOSettings, layers, "dpo")
-    try:
-        row = train_dpo(Lake(args.lake), settings, args.iteration, args.policy, args.initial, args.models_dir, args.override_quality,
-                        reports_dir=args.reports_dir)
-    except ReportFailed as exc:
-        print(f"refusing to train: {exc}", file=sys.stderr)
-        return 1
+    row = train_dpo(Lake(args.lake), settings, args.iteration, args.policy, args.initial, args.models_dir, args.override_quality,
+                    reports_dir=args.reports_dir)  # a failed report raises ReportFailed: exit 1 (errors.run)
     print(f"policy {row['model_id']}: {row['output_path']}")
     print(f"metrics: {row['metrics']}")
     return 0
