@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 from prefhouse.pipelines.core import schema as S
+from prefhouse.pipelines.core.config import add_dataclass_flags, flag_layer
 from prefhouse.pipelines.core.errors import run as run_job
 from prefhouse.pipelines.core.ids import messages_key, trimmed, with_md5
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, Staging, staging
@@ -41,7 +42,7 @@ from prefhouse.pipelines.sources.reading import (
     resolve_revision,
 )
 from prefhouse.pipelines.sources.rules import apply_shared_rules
-from prefhouse.pipelines.sources.settings import build_adapters, describe_settings, resolve_sources
+from prefhouse.pipelines.sources.settings import build_adapters, resolve_sources, rule_sections
 from prefhouse.quality.checks import pair_facts, prompt_facts, raw_facts
 from prefhouse.quality.gates import Gatekeeper, Verdict, validation_rows
 from prefhouse.quality.guard import enforce_gates
@@ -417,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python pipelines/curate.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Rule settings (defaults; change with --set or --config):\n" + describe_settings(),
+        epilog="Rule settings, in layers (later wins): defaults, --config, --set SOURCE.RULE=VALUE, each rule's own flag (listed above).",
     )
     parser.add_argument("--sources", default="all", help="all, mix1, mix2, or comma-separated source names (default: all)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_SAMPLES,
@@ -430,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument("--debug", action="store_true", help="on an error, print the whole traceback instead of one line")
+    for section, settings in rule_sections().items():  # --shp.min_score_ratio 3, …: every rule with its help and default
+        add_dataclass_flags(parser, settings, section)
     return parser
 
 
@@ -441,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 def _curate_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     sources = resolve_sources(args.sources)
-    config = merge(load_config(args.config), parse_overrides(args.overrides))
+    config = merge(load_config(args.config), parse_overrides(args.overrides), flag_layer(args, rule_sections()))
     lake = Lake(args.lake)
     run, summaries = curate(
         sources, lake, None if args.hub else args.data_dir, args.hub, config,

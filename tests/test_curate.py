@@ -164,3 +164,14 @@ def test_cli_refuses_a_second_concurrent_run(lake: Lake, capsys: pytest.CaptureF
         assert main(["--sources", "shp", "--lake", lake.uri, "--no-progress"]) == 2
     assert "another process holds the 'curate' lock" in capsys.readouterr().err
     assert not lake.exists(S.PAIRS)  # it gave up before creating anything
+
+
+def test_rule_flags_are_the_last_layer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Curation's rules go through the one configuration path: defaults < --config < --set < the rule's own flag."""
+    count = lambda lake: Lake(str(lake)).read(S.PAIRS).num_rows  # noqa: E731
+    common = ["--sources", "shp", "--quiet"]
+    assert main([*common, "--lake", str(tmp_path / "a"), "--set", "shp.min_score_ratio=1"]) == 0
+    assert main([*common, "--lake", str(tmp_path / "b"), "--set", "shp.min_score_ratio=1", "--shp.min_score_ratio", "1000"]) == 0
+    assert count(tmp_path / "a") > 0 and count(tmp_path / "b") == 0  # the flag won over --set
+    assert main([*common, "--lake", str(tmp_path / "c"), "--shp.min_score_ratio", "high"]) == 2
+    assert "shp.min_score_ratio: expected float" in capsys.readouterr().err

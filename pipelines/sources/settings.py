@@ -60,14 +60,6 @@ def build_adapters(names: list[str], config: dict[str, dict[str, Any]]) -> list[
     return adapters
 
 
-def describe_settings() -> str:
-    """Every setting with its default, for ``--help``."""
-    line = lambda section, f: f"  {section}.{f.name} = {f.default!r}" + (f"  ({f.metadata['help']})" if f.metadata.get("help") else "")  # noqa: E731
-    lines = ["shared rules (any source may override):"]
-    lines += [line("shared", f) for f in dataclasses.fields(SharedRules)]
-    for name, cls in ADAPTERS.items():
-        fields = dataclasses.fields(cls.Settings)
-        if fields:
-            lines.append(f"{name}:")
-            lines += [line(name, f) for f in fields]
-    return "\n".join(lines)
+def rule_sections() -> dict[str, type]:
+    """The curation's settings sections: ``shared`` and each source that has settings, with their dataclasses."""
+    return {"shared": SharedRules, **{name: cls.Settings for name, cls in ADAPTERS.items() if dataclasses.fields(cls.Settings)}}
