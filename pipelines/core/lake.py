@@ -299,6 +299,13 @@ class _StagedTable:
     def file_schema(self) -> pa.Schema:
         return pa.schema([f for f in self.schema if f.name not in self.split_by])
 
+    def with_partitions(self, rows: pa.Table, data_file: _DataFile, columns: list[str]) -> pa.Table:
+        """Rows read from one staged file, with its partition columns (which live in its path) put back; ``columns`` only."""
+        for name, value in data_file.partition_values.items():
+            if name in columns:
+                rows = rows.append_column(name, pa.array([value] * rows.num_rows, pa.string()).cast(self.schema.field(name).type))
+        return rows.select(columns)
+
 
 class Staging:
     """Rows a run will append to several tables, written as Parquet data files that no reader sees yet.
@@ -389,10 +396,7 @@ class Staging:
             rows = pq.read_table(path, schema=staged.file_schema)
             hit = pc.is_in(rows.column(column), wanted)
             keep = rows.filter(pc.invert(hit))
-            gone = rows.filter(hit)
-            for name, value in data_file.partition_values.items():  # partition columns live in the path
-                gone = gone.append_column(name, pa.array([value] * gone.num_rows, pa.string()).cast(staged.schema.field(name).type))
-            removed.append(gone.select(staged.schema.names))
+            removed.append(staged.with_partitions(rows.filter(hit), data_file, staged.schema.names))
             replacement = _DataFile(data_file.path, pq.ParquetWriter(str(path), staged.file_schema, compression="snappy"), data_file.partition_values)
             replacement.write(keep)
             replacement.writer.close()
@@ -411,10 +415,7 @@ class Staging:
         for data_file in staged.done:
             in_file = [c for c in columns if c not in staged.split_by]
             rows = pq.read_table(staged.root / data_file.path, columns=in_file, schema=staged.file_schema)
-            for name, value in data_file.partition_values.items():
-                if name in columns:
-                    rows = rows.append_column(name, pa.array([value] * rows.num_rows, pa.string()).cast(staged.schema.field(name).type))
-            parts.append(rows.select(columns))
+            parts.append(staged.with_partitions(rows, data_file, columns))
         return pa.concat_tables(parts) if parts else pa.schema([staged.schema.field(c) for c in columns]).empty_table()
 
     def _close(self) -> None:
