@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
@@ -101,15 +102,15 @@ def require_passing(report: Report, override: bool = False) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ data
-def _snapshot_facts(lake: Lake, versions: dict[str, int], iteration: int, scope: ReportScope | None = None) -> pl.DataFrame:
-    """Facts of every pair in the snapshot, computed batch by batch (bounded memory)."""
+def _snapshot_facts(lake: Lake, versions: dict[str, int], iteration: int, scoped: pa.Table | None = None) -> pl.DataFrame:
+    """Facts of every pair in the snapshot (``scoped``: its pairs, already read), computed batch by batch (bounded memory)."""
     import pyarrow.dataset as pads
 
     frames = []
-    if versions.get(S.PAIRS) is not None:
-        dataset = lake.dataset(S.PAIRS, versions[S.PAIRS])
-        wanted = pads.field("iteration") <= iteration if scope is None else pads.field("pair_id").isin(list(scope.pair_ids))
-        frames = [pair_facts(pl.from_arrow(b)) for b in dataset.to_batches(filter=wanted) if b.num_rows]
+    if scoped is not None or versions.get(S.PAIRS) is not None:
+        batches = scoped.to_batches() if scoped is not None else \
+            lake.dataset(S.PAIRS, versions[S.PAIRS]).to_batches(filter=pads.field("iteration") <= iteration)
+        frames = [pair_facts(pl.from_arrow(b)) for b in batches if b.num_rows]
     if not frames:
         return pair_facts(pl.from_arrow(S.PAIR_SCHEMA.empty_table()))
     facts = pl.concat(frames)
@@ -243,8 +244,10 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
     import pyarrow.dataset as pads
 
     con, versions = connect(lake, as_of=",".join(f"{t}={v}" for t, v in sorted(scope.versions.items())) if scope else None)
-    if scope is not None:  # every query below reads the snapshot's pairs only
-        con.register(S.PAIRS, lake.read(S.PAIRS, scope.versions.get(S.PAIRS), filter=pads.field("pair_id").isin(list(scope.pair_ids))))
+    scoped = None
+    if scope is not None:  # every query below, and the gates, read the snapshot's pairs only: read once
+        scoped = lake.read(S.PAIRS, scope.versions.get(S.PAIRS), filter=pads.field("pair_id").isin(list(scope.pair_ids)))
+        con.register(S.PAIRS, scoped)
     try:
         counts = pl.from_arrow(con.sql(
             f"SELECT iteration, source, count(*) AS pairs, count(DISTINCT prompt_id) AS prompts FROM pairs "
@@ -259,7 +262,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
     finally:
         con.close()
 
-    facts = _snapshot_facts(lake, versions, iteration, scope)
+    facts = _snapshot_facts(lake, versions, iteration, scoped)
     sources = tuple(sorted({*S.OFFLINE_SOURCES, S.ONLINE_SOURCE}))
     verdict = judge(S.PAIRS, "pairs", facts.with_row_index("_row"), GateContext(tuple(range(iteration + 1)), sources, settings.bounds), "report")
     failures = [f"{g['gate']}: {g['unexpected_count'] or 0} of {g['element_count']} rows ({g['observed_value']})" for g in verdict.results if not g["success"]]
