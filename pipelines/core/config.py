@@ -65,13 +65,13 @@ def _preset_values() -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: str, prefixed: bool = True,
-                        aliases: dict[str, str] | None = None) -> None:
+                        aliases: dict[str, str] | None = None, presets: dict[str, dict[str, dict[str, Any]]] | None = None) -> None:
     """One flag per field of dataclass ``cls``: ``--section.name`` (``--name`` when not ``prefixed``), plus ``aliases``.
 
     Its help is the field's ``help`` metadata, its default and the presets' values; a flag given on the
     command line is the last layer, over the preset, ``--config`` and ``--set``, and is coerced like them.
     """
-    presets = _preset_values()
+    presets = _preset_values() if presets is None else presets
     group = parser.add_argument_group(f"[{section}] settings (--set {section}.KEY=VALUE, or these flags)")
     for f in dataclasses.fields(cls):
         names = [f"--{section}.{f.name}" if prefixed else f"--{f.name.replace('_', '-')}"]
@@ -110,8 +110,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, sections: dict[str, ty
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one setting (repeatable); every setting is listed below with its default")
     parser.add_argument("--lake", default=lake_default, help=f"lake URI: a folder or an object-store URI (default: {lake_default})")
+    presets = _preset_values()  # read once for every section's help
     for section, cls in sections.items():
-        add_dataclass_flags(parser, cls, section, aliases=aliases)
+        add_dataclass_flags(parser, cls, section, aliases=aliases, presets=presets)
     parser.set_defaults(_sections=sections)
 
 
