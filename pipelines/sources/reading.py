@@ -298,10 +298,12 @@ def read_files(source: str, source_dir: Path, files: list[Path], schema: pa.Sche
         index = 0
         if path.name.endswith(PARQUET_SUFFIXES):
             parquet = pq.ParquetFile(path)
-            batches = ((_checked_utf8(pa.Table.from_batches([b]), source, path, 0), None, None) for b in parquet.iter_batches(batch_size=20_000))
+            batches = ((pa.Table.from_batches([b]), None, None) for b in parquet.iter_batches(batch_size=20_000))
         else:
             batches = _json_batches(path, schema, source)
         for table, indices, rejects in batches:
+            if path.name.endswith(PARQUET_SUFFIXES):  # JSON batches are checked as they are read
+                table = _checked_utf8(table, source, path, index)
             table = conform(table, schema, source, str(path))
             n_rejects = 0 if rejects is None else rejects.height
             yield RawBatch(split, str(path), index, table, rejects if n_rejects else None, indices)
