@@ -41,7 +41,7 @@ from prefhouse.pipelines.sources.reading import (
     regroup,
     resolve_revision,
 )
-from prefhouse.pipelines.sources.rules import apply_shared_rules
+from prefhouse.pipelines.sources.rules import apply_shared_rules, prompt_is_valid
 from prefhouse.pipelines.sources.settings import build_adapters, resolve_sources, rule_sections
 from prefhouse.quality.checks import pair_facts, prompt_facts, raw_facts
 from prefhouse.quality.gates import Gatekeeper, Verdict, validation_rows
@@ -102,12 +102,12 @@ class Seen:
     @classmethod
     def load(cls, lake: Lake) -> Seen:
         column = lambda t, c: pl.from_arrow(lake.read(t, columns=[c]).column(c)).alias("id")  # noqa: E731
-        prompts = pl.from_arrow(lake.read(S.PROMPTS, columns=["prompt_id", "source"]))
+        prompts = pl.from_arrow(lake.read(S.PROMPTS, columns=["prompt_id", "source", "split"]))
         return cls(
             pair_ids=Ids(column(S.PAIRS, "pair_id"), across_batches=True),
             copy_ids=Ids(column(S.PAIR_SOURCES, "copy_id"), across_batches=False),
             quarantine_ids=Ids(column(S.QUARANTINE, "quarantine_id"), across_batches=False),
-            prompt_keys=Ids(prompts.select(pl.col("prompt_id") + "|" + pl.col("source")).to_series(), across_batches=True),
+            prompt_keys=Ids(prompts.select(pl.col("prompt_id") + "|" + pl.col("source") + "|" + pl.col("split").fill_null("")).to_series(), across_batches=True),
         )
 
     def raw(self, lake: Lake, source: str) -> Ids:
@@ -160,7 +160,8 @@ def process_batch(ctx: SourceRun, batch: RawBatch) -> None:
     _stage_rejects(ctx, pl.concat([unreadable, all_rejects]))
     ctx.summary.rejects[("pair", "kept", None)] += kept.height
     if kept.height:
-        _stage_prompts(ctx, _stage_pairs(ctx, kept))
+        _stage_pairs(ctx, kept)
+    _stage_prompts(ctx, cands.row_prompts())
 
 
 def _stage_raw(ctx: SourceRun, batch: RawBatch) -> pa.Table:
@@ -205,7 +206,7 @@ def _count_rows(summary: SourceSummary, raw_keys: pl.DataFrame, kept: pl.DataFra
         summary.row_rules[(o, r)] += c
 
 
-def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> pl.DataFrame:
+def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> None:
     """Ids for the kept pairs; every new copy staged for ``pair_sources``, each pair's first copy for ``pairs``."""
     kept = with_md5(kept, "prompt_id", messages_key(pl.col("prompt")))
     kept = with_md5(kept, "pair_id", pl.col("prompt_id"), trimmed(pl.col("chosen_reply")), trimmed(pl.col("rejected_reply")))
@@ -225,17 +226,24 @@ def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> pl.DataFrame:
     )
     ctx.stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
     ctx.gates.observe(S.PAIRS, "pairs", pair_facts(pairs))
-    return kept
 
 
-def _stage_prompts(ctx: SourceRun, kept: pl.DataFrame) -> None:
-    """One ``prompts`` row per (prompt, source) the lake lacks."""
-    prompts = kept.unique("prompt_id", keep="first", maintain_order=True)
-    prompts = prompts.filter(ctx.seen.prompt_keys.new(prompts["prompt_id"] + f"|{ctx.adapter.name}"))
+def _stage_prompts(ctx: SourceRun, row_prompts: pl.DataFrame) -> None:
+    """One ``prompts`` row per valid (prompt, source, split) the lake lacks, from every row the adapter parsed.
+
+    The pool is every valid prompt, not only those of kept pairs: a prompt whose pairs a recipe rule
+    dropped (a low Orca rating, a tie) is still a prompt the online iterations may draw.
+    """
+    if not row_prompts.height:
+        return
+    prompts = with_md5(row_prompts.filter(prompt_is_valid(pl.col("prompt"))), "prompt_id", messages_key(pl.col("prompt")))
+    prompts = prompts.unique(["prompt_id", "split"], keep="first", maintain_order=True)
+    prompts = prompts.filter(ctx.seen.prompt_keys.new(prompts["prompt_id"] + f"|{ctx.adapter.name}|" + prompts["split"]))
     prompts = prompts.select(
-        "prompt_id", "source", "prompt",
+        "prompt_id", ctx.provenance["source"].alias("source"), "split", "raw_key", "prompt",
         pl.col("prompt").list.eval(pl.element().filter(pl.element().struct.field("role") == "user")).list.last().struct.field("content").alias("prompt_text"),
-        pl.col("prompt").list.len().cast(pl.Int32).alias("n_turns"), "run_id", "created_at",
+        pl.col("prompt").list.len().cast(pl.Int32).alias("n_turns"),
+        ctx.provenance["run_id"].alias("run_id"), ctx.provenance["created_at"].alias("created_at"),
     )
     ctx.summary.prompts_new += prompts.height
     ctx.stage.add(S.PROMPTS, prompts.to_arrow(), S.PROMPT_SCHEMA, ["source"])

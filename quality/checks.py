@@ -77,8 +77,8 @@ def raw_facts(raw: pl.DataFrame, table: str) -> pl.DataFrame:
 
 def prompt_facts(prompts: pl.DataFrame) -> pl.DataFrame:
     return prompts.select(
-        "prompt_id", "source",
-        (pl.col("prompt_id") + "|" + pl.col("source")).alias("prompt_in_source"),
+        "prompt_id", "source", "split", "raw_key",
+        (pl.col("prompt_id") + "|" + pl.col("source") + "|" + pl.col("split").fill_null("")).alias("prompt_in_source_split"),
         pl.col("prompt_text").str.strip_chars().str.len_chars().alias("prompt_text_chars"),
         _all_turns_filled(pl.col("prompt")).alias("no_empty_turn"),
     )

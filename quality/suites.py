@@ -84,7 +84,7 @@ PROMPTS_SUITE: list[Gate] = [
     Gate("prompt_id_present", ROW, _not_null("prompt_id")),
     Gate("prompt_text_not_empty", ROW, _between("prompt_text_chars", 1)),
     Gate("no_empty_turn", ROW, _in_set("no_empty_turn", [True])),
-    Gate("prompt_unique_per_source", BATCH, _unique("prompt_in_source")),
+    Gate("prompt_unique_per_source_split", BATCH, _unique("prompt_in_source_split")),
     Gate("source_partition_matches_run", BATCH, _in_set("source", lambda c: list(c.sources))),
 ]
 

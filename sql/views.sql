@@ -1,12 +1,13 @@
 -- Views every query can use (run by pipelines.sql after the lake tables are registered).
 
--- One row per distinct prompt, with every source it came from.
+-- One row per distinct prompt, with every source and split it came from.
 CREATE VIEW prompt_catalog AS
 SELECT prompt_id,
        any_value(prompt_text) AS prompt_text,
        any_value(n_turns) AS n_turns,
        list(DISTINCT source ORDER BY source) AS sources,
-       count(DISTINCT source) AS n_sources
+       count(DISTINCT source) AS n_sources,
+       list(DISTINCT split ORDER BY split) AS splits
 FROM prompts
 GROUP BY prompt_id;
 

@@ -175,3 +175,45 @@ def test_rule_flags_are_the_last_layer(tmp_path: Path, capsys: pytest.CaptureFix
     assert count(tmp_path / "a") > 0 and count(tmp_path / "b") == 0  # the flag won over --set
     assert main([*common, "--lake", str(tmp_path / "c"), "--shp.min_score_ratio", "high"]) == 2
     assert "shp.min_score_ratio: expected float" in capsys.readouterr().err
+
+
+def test_prompt_pool_holds_prompts_of_filtered_rows_with_their_origin(lake: Lake) -> None:
+    """A prompt whose only pair a recipe rule dropped (Orca's chosen_score < 8, SHP's score ratio, a HelpSteer
+    prompt with one response) is in ``prompts`` with the split and raw row it came from; a malformed one is not."""
+    sources = ["distilabel_intel_orca_dpo_pairs", "shp", "helpsteer"]
+    curate(sources, lake, SAMPLES, progress=False)
+    filtered = run_query(lake, """
+        SELECT q.source, q.rule, count(*) AS n,
+               count(*) FILTER (WHERE p.prompt_id IS NULL) AS n_missing
+        FROM quarantine q
+        LEFT JOIN raw_distilabel_intel_orca_dpo_pairs o ON q.source = 'distilabel_intel_orca_dpo_pairs' AND o._raw_key = q.raw_keys[1]
+        LEFT JOIN raw_shp s ON q.source = 'shp' AND s._raw_key = q.raw_keys[1]
+        LEFT JOIN raw_helpsteer h ON q.source = 'helpsteer' AND h._raw_key = q.raw_keys[1]
+        LEFT JOIN prompts p ON p.source = q.source AND p.split = q.split
+             AND p.prompt_text = coalesce(o.input, s.history, h.prompt)
+        WHERE q.level = 'row' AND q.kind = 'filter'
+        GROUP BY ALL ORDER BY ALL
+    """).to_pylist()
+    rules = {(r["source"], r["rule"]) for r in filtered}
+    assert {("distilabel_intel_orca_dpo_pairs", "min_chosen_score"), ("shp", "score_ratio")} <= rules
+    assert all(r["n_missing"] == 0 for r in filtered), filtered
+    # every kept pair's prompt is in the pool too, under its source and split; and origins point at real raw rows
+    orphans = run_query(lake, """
+        SELECT count(*) AS n FROM pairs x ANTI JOIN prompts p USING (prompt_id, source, split)
+    """).column("n")[0].as_py()
+    assert orphans == 0
+    origins = run_query(lake, """
+        SELECT count(*) AS n, count(r._raw_key) AS found FROM prompts p
+        LEFT JOIN raw_shp r ON r._raw_key = p.raw_key AND r._split = p.split WHERE p.source = 'shp'
+    """).to_pylist()[0]
+    assert origins["n"] > 0 and origins["found"] == origins["n"]
+    n_pairs_prompts = run_query(lake, "SELECT count(DISTINCT prompt_id) AS n FROM pairs").column("n")[0].as_py()
+    assert lake.read(S.PROMPTS).num_rows > n_pairs_prompts  # the pool is larger than the kept pairs' prompts
+
+
+def test_a_lake_from_before_the_prompt_origin_columns_gains_them(lake: Lake) -> None:
+    old_schema = pa.schema([f for f in S.PROMPT_SCHEMA if f.name not in ("split", "raw_key")])
+    lake.create(S.PROMPTS, old_schema, ["source"])
+    curate(["helpsteer"], lake, SAMPLES, progress=False)
+    splits = run_query(lake, "SELECT DISTINCT split FROM prompts ORDER BY 1").column("split").to_pylist()
+    assert splits and None not in splits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.online.draw_prompts import DrawSettings, draw_prompts, quotas
 
@@ -22,7 +23,9 @@ def test_draw_is_deterministic_and_stratified(curated_lake: Lake) -> None:
     again = draw_prompts(curated_lake, 1, DrawSettings(m=12, mixture=MIX))
     assert first.equals(again) and first.height == 12 and first["prompt_id"].is_unique().all()
     counts = dict(first.group_by("source").len().iter_rows())
-    assert sum(counts.values()) == 12 and set(counts) <= set(MIX)
+    # each of the samples' helpsteer prompts is also an ultrafeedback prompt, which comes first in the mixture and
+    # so owns it: helpsteer has none fresh, and its share of 12 is handed on in proportion (0.5 : 0.25 -> 8 : 4)
+    assert counts == {"ultrafeedback": 8, "ultrainteract_pair": 4}
     other_seed = draw_prompts(curated_lake, 1, DrawSettings(m=12, mixture=MIX, seed=7))
     assert set(other_seed["prompt_id"]) != set(first["prompt_id"])
 
@@ -45,3 +48,20 @@ def test_prompts_of_earlier_iterations_are_not_drawn_again(curated_lake: Lake, t
     second = draw_prompts(lake, 2, DrawSettings(m=6, mixture=MIX))
     assert set(second["prompt_id"]).isdisjoint(set(first["prompt_id"]))
     assert draw_prompts(lake, 1, DrawSettings(m=6, mixture=MIX)).equals(first)  # re-drawing iteration 1 gives the same prompts
+
+
+def test_evaluation_splits_are_not_drawn(lake: Lake) -> None:
+    """By default only training-split prompts are drawn, never one that also appears in an evaluation split."""
+    def row(text: str, split: str) -> dict:
+        return {"prompt_id": f"id-{text}", "source": "hh_rlhf", "split": split, "raw_key": f"{split}#0",
+                "prompt": [{"role": "user", "content": text}], "prompt_text": text, "n_turns": 1, "run_id": "t", "created_at": None}
+    rows = [row("a", "helpful-base/train"), row("b", "helpful-base/train"), row("c", "helpful-base/test"),
+            row("b", "harmless-base/test"), row("d", "train_prefs"), row("e", "test_prefs")]
+    lake.create(S.PROMPTS, S.PROMPT_SCHEMA, ["source"])
+    lake.append(S.PROMPTS, pl.DataFrame(rows).to_arrow().cast(S.PROMPT_SCHEMA), ["source"])
+    only_train = draw_prompts(lake, 1, DrawSettings(m=2, mixture={"hh_rlhf": 1.0}))
+    assert sorted(only_train["prompt_text"]) == ["a", "d"]  # b is also a test prompt, c and e are test prompts
+    with pytest.raises(ValueError, match="only 2 fresh prompts"):
+        draw_prompts(lake, 1, DrawSettings(m=3, mixture={"hh_rlhf": 1.0}))
+    every = draw_prompts(lake, 1, DrawSettings(m=5, mixture={"hh_rlhf": 1.0}, splits="all"))
+    assert sorted(every["prompt_text"]) == ["a", "b", "c", "d", "e"]

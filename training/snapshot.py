@@ -103,10 +103,6 @@ class Snapshot:
                 "train_pairs": self.train.num_rows, "eval_pairs": self.eval.num_rows}
 
 
-# A split is an evaluation split when its last path part is (or starts with) test, validation, valid, eval or dev:
-# HH-RLHF's harmless-base/test, SHP's askscience/validation, HelpSteer's validation, UltraFeedback's test_prefs.
-EVAL_SPLIT = r"(^|/)(test|validation|valid|eval|dev)([-_.][^/]*)?$"
-
 
 def _quote(values: list[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
@@ -122,7 +118,7 @@ def selection_sql(sel: Selection, columns: str) -> str:
         parts = [f"(iteration = {int(sel.max_iteration)} AND iteration > 0)"]
     where = "(" + " OR ".join(parts) + ")" + (f" AND ({sel.where})" if sel.where else "")
     if sel.splits != "all":
-        is_eval = f"regexp_matches(coalesce(split, ''), '{EVAL_SPLIT}')"
+        is_eval = f"regexp_matches(coalesce(split, ''), '{S.EVAL_SPLIT}')"
         where += f" AND {'NOT ' if sel.splits == 'train' else ''}{is_eval}"
     seed = int(sel.seed)
     limits = []

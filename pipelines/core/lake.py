@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Field, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -157,8 +157,17 @@ class Lake:
 
     # ------------------------------------------------------------------ writing
     def create(self, table: str, schema: pa.Schema, partition_by: list[str] | None = None) -> None:
-        """Create an empty table (version 0) unless it exists, so readers can query it before any append."""
+        """Create an empty table (version 0) unless it exists, so readers can query it before any append.
+
+        A table an earlier prefhouse wrote gains the columns ``schema`` adds (null in its old rows) in one
+        schema-change commit, so a lake outlives a release that adds a column instead of refusing appends.
+        """
         if self.exists(table):
+            dt = self.delta(table)
+            have = {f.name for f in dt.schema().fields}
+            missing = [Field.from_arrow(f) for f in schema if f.name not in have]
+            if missing:
+                dt.alter.add_columns(missing)
             return
         DeltaTable.create(
             self.table_uri(table),

@@ -24,6 +24,11 @@ OFFLINE_SOURCES = (
 ONLINE_SOURCE = "online"
 FILTER, INVALID = "filter", "invalid"  # quarantine kinds: a recipe rule dropped it, or the data is malformed
 
+# A split is an evaluation split when its last path part is (or starts with) test, validation, valid, eval or dev:
+# HH-RLHF's harmless-base/test, SHP's askscience/validation, HelpSteer's validation, UltraFeedback's test_prefs.
+# Training snapshots and the online prompt draw leave them out by default (RewardBench's prior sets overlap them).
+EVAL_SPLIT = r"(^|/)(test|validation|valid|eval|dev)([-_.][^/]*)?$"
+
 PAIRS = "pairs"
 PAIR_SOURCES = "pair_sources"
 QUARANTINE = "quarantine"
@@ -115,6 +120,8 @@ PROMPT_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),
         ("source", pa.string()),
+        ("split", pa.string()),  # the hub split it came from; with raw_key, the prompt's origin
+        ("raw_key", pa.string()),  # the first raw row of (source, split) that holds it
         ("prompt", MESSAGES),
         ("prompt_text", pa.string()),  # the last user turn, for reading and searching
         ("n_turns", pa.int32()),

@@ -2,7 +2,8 @@
 
 Deterministic for a seed, stratified by source with the mixture the settings state, and never a prompt an
 earlier (or later) iteration used: prompt ids already in ``responses`` or in online ``pairs`` of another
-iteration are excluded. A prompt found in several sources counts once, for the first of its sources in
+iteration are excluded, and by default so is every prompt of an evaluation split (and any prompt that also
+appears in one): those are for evaluation. A prompt found in several sources counts once, for the first of its sources in
 the mixture's order. Each source gets ``round(m * share)`` prompts (largest remainders first, so the quotas
 sum to m); a source with fewer fresh prompts than its quota gives the rest to the others in proportion.
 """
@@ -30,8 +31,11 @@ class DrawSettings:
     m: int = setting(help="prompts to draw for the iteration (paper: 20,000)")
     mixture: dict[str, float] = setting(help="share of the draw per source (JSON object); the default is stated against the paper's prompt sources in the README", factory=lambda: dict(DEFAULT_POOL))
     seed: int = setting(42, "seed of the stratified draw")
+    splits: str = setting("train", "train: prompts of the sources' training splits, never one that also appears in an evaluation split | all")
 
     def __post_init__(self) -> None:
+        if self.splits not in ("train", "all"):
+            raise ValueError(f"splits must be train or all; not {self.splits!r}")
         if self.m <= 0:
             raise ValueError("m must be positive")
         if not self.mixture or any(v < 0 for v in self.mixture.values()) or sum(self.mixture.values()) <= 0:
@@ -68,7 +72,10 @@ def quotas(available: dict[str, int], m: int, mixture: dict[str, float]) -> dict
 def draw_prompts(lake: Lake, iteration: int, settings: DrawSettings) -> pl.DataFrame:
     """The m prompts of ``iteration``: prompt_id, source, prompt, prompt_text, in a fixed order."""
     order = {s: i for i, s in enumerate(settings.mixture)}
-    prompts = pl.from_arrow(lake.read(S.PROMPTS, columns=["prompt_id", "source", "prompt", "prompt_text"]))
+    prompts = pl.from_arrow(lake.read(S.PROMPTS, columns=["prompt_id", "source", "split", "prompt", "prompt_text"]))
+    if settings.splits == "train":
+        is_eval = pl.col("split").fill_null("").str.contains(S.EVAL_SPLIT)
+        prompts = prompts.filter(~is_eval & ~pl.col("prompt_id").is_in(prompts.filter(is_eval)["prompt_id"].implode()))
     prompts = prompts.filter(pl.col("source").is_in(list(settings.mixture)))
     used = used_prompt_ids(lake, iteration)
     if used:

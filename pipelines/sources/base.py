@@ -137,10 +137,36 @@ class SharedRules:
     drop_ties: bool = setting(True, "drop pairs with equal scores: they carry no preference")
 
 
+# The prompt of each raw row an adapter could parse, for the prompt pool (``prompts``).
+ROW_PROMPT_SCHEMA = {"raw_key": pl.String, "split": pl.String, "prompt": pl.List(MSG)}
+
+
+def row_prompts(rows: pl.DataFrame, prompt: pl.Expr) -> pl.DataFrame:
+    """Each raw row's prompt (``rows`` in the raw shape, with ``_raw_key`` and ``_split``)."""
+    return rows.select(pl.col("_raw_key").alias("raw_key"), pl.col("_split").alias("split"), prompt.cast(pl.List(MSG)).alias("prompt"))
+
+
 @dataclass
 class Candidates:
+    """An adapter's answer for a batch of raw rows.
+
+    ``prompts``: the prompt of every row the adapter could parse, including rows a recipe rule filtered
+    (Orca's ``chosen_score < 8``, SHP's score ratio, a HelpSteer prompt with one response), so every valid
+    prompt reaches the pool the online iterations draw from. None when they are exactly the candidates'
+    prompts.
+    """
+
     pairs: pl.DataFrame
     rejects: pl.DataFrame
+    prompts: pl.DataFrame | None = None
+
+    def row_prompts(self) -> pl.DataFrame:
+        """``prompts``, or the candidates' prompts (one per raw row) when the adapter gave none."""
+        if self.prompts is not None:
+            return self.prompts.select([pl.col(c).cast(t) for c, t in ROW_PROMPT_SCHEMA.items()])
+        return self.pairs.select(
+            pl.col("raw_keys").list.first().alias("raw_key"), "split", "prompt"
+        ).unique("raw_key", keep="first", maintain_order=True).cast(ROW_PROMPT_SCHEMA)
 
 
 class Adapter:

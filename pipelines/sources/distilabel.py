@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
 from prefhouse.pipelines.core.settings import setting
-from prefhouse.pipelines.sources.base import MSG, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+from prefhouse.pipelines.sources.base import MSG, Adapter, Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
 
 CHAT = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
 
@@ -96,8 +96,9 @@ class DistilabelOrca(Adapter):
         for cond, kind, rule, why in steps:
             dropped.append(rejects(rest.filter(cond), "row", kind, rule, why))
             rest = rest.filter(~cond)
-        pairs = _pair(rest, user_prompt(pl.col("input"), system=pl.col("system")), pl.col("chosen"), pl.col("rejected"))
-        return Candidates(conform_candidates(pairs), concat_rejects(dropped))
+        prompt = user_prompt(pl.col("input"), system=pl.col("system"))
+        pairs = _pair(rest, prompt, pl.col("chosen"), pl.col("rejected"))
+        return Candidates(conform_candidates(pairs), concat_rejects(dropped), row_prompts(rows, prompt))
 
 
 class DistilabelCapybara(Adapter):

@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER
 from prefhouse.pipelines.core.settings import setting
-from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects
+from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
 from prefhouse.pipelines.sources.multi_response import all_comparisons, response_rows
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -55,4 +55,5 @@ class HelpSteer(Adapter):
                     rejects(single.rename({"raw_key": "_raw_key", "split": "_split"}), "row", FILTER, "single_response", "the prompt has no other response to compare with"),
                 ]
             ),
+            row_prompts(rows, user_prompt(pl.col("prompt"))),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 from prefhouse.pipelines.core.schema import INVALID
-from prefhouse.pipelines.sources.base import Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+from prefhouse.pipelines.sources.base import Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
 
 
 def response_rows(df: pl.DataFrame, group: pl.Expr, prompt_text: str, score: pl.Expr, model: pl.Expr) -> pl.DataFrame:
@@ -79,4 +79,5 @@ def compare_scored(scored: pl.DataFrame, item: str, reason: pl.Expr) -> Candidat
     unrated = scored.filter(missing).with_columns(pl.format(item + " {}", pl.col("response_index")).alias("item"))
     responses = response_rows(scored.filter(~missing), pl.col("_raw_key"), "instruction", pl.col("score"), pl.col("model"))
     pairs = all_comparisons(responses, keys_from_both=False)
-    return Candidates(conform_candidates(pairs), concat_rejects([rejects(unrated, "response", INVALID, "non_numeric_rating", reason)]))
+    prompts = row_prompts(scored.unique("_raw_key", keep="first", maintain_order=True), user_prompt(pl.col("instruction")))
+    return Candidates(conform_candidates(pairs), concat_rejects([rejects(unrated, "response", INVALID, "non_numeric_rating", reason)]), prompts)

@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
 from prefhouse.pipelines.core.settings import setting
-from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
 
 CHOICES = ("safer", "better", "agree")
 
@@ -72,4 +72,5 @@ class PKUSafeRLHF30K(Adapter):
                     rejects(filtered, "row", FILTER, "preferences_disagree", "helpfulness and safety preferences pick different responses"),
                 ]
             ),
+            row_prompts(rows, user_prompt(pl.col("prompt"))),
         )

@@ -17,6 +17,15 @@ def _is_blank(expr: pl.Expr) -> pl.Expr:
     return expr.is_null() | (expr.str.strip_chars() == "")
 
 
+def _has_empty_turn(prompt: pl.Expr) -> pl.Expr:
+    return prompt.is_null() | (prompt.list.len() == 0) | prompt.list.eval(_is_blank(pl.element().struct.field("content"))).list.any().fill_null(True)
+
+
+def prompt_is_valid(prompt: pl.Expr) -> pl.Expr:
+    """A prompt the shared rules accept (every turn filled, roles alternating): what the prompt pool holds."""
+    return (~_has_empty_turn(prompt) & role_pattern(prompt).str.contains(PROMPT_ROLES)).fill_null(False)
+
+
 def apply_shared_rules(cands: pl.DataFrame, adapter: Adapter) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split candidates into valid pairs (standard format) and rejects, then apply the adapter's caps."""
     shared = adapter.shared
@@ -24,10 +33,7 @@ def apply_shared_rules(cands: pl.DataFrame, adapter: Adapter) -> tuple[pl.DataFr
     roles = pl.col("_roles")
     # (rule, kind, condition, reason): conditions over all rows, reasons only over the rows they reject
     checks: list[tuple[str, str, pl.Expr, pl.Expr]] = [
-        ("empty_turn", INVALID,
-         pl.col("prompt").is_null() | (pl.col("prompt").list.len() == 0)
-         | pl.col("prompt").list.eval(_is_blank(pl.element().struct.field("content"))).list.any().fill_null(True),
-         pl.lit("a prompt turn is empty")),
+        ("empty_turn", INVALID, _has_empty_turn(pl.col("prompt")), pl.lit("a prompt turn is empty")),
         ("empty_turn", INVALID, _is_blank(pl.col("chosen_reply")) | _is_blank(pl.col("rejected_reply")), pl.lit("a final reply is empty")),
         ("non_alternating_roles", INVALID, ~roles.str.contains(PROMPT_ROLES), pl.lit("prompt roles are ") + roles),
         ("identical_replies", INVALID, pl.col("_same"), pl.lit("chosen and rejected replies are the same text up to whitespace")),

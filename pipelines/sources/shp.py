@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
 from prefhouse.pipelines.core.settings import setting
-from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, Candidates, concat_rejects, conform_candidates, rejects, user_prompt
+from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
 
 
 class SHP(Adapter):
@@ -60,6 +60,7 @@ class SHP(Adapter):
                     ),
                 ]
             ),
+            row_prompts(rows, user_prompt(pl.col("history"))),
         )
 
     def cap(self, kept: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
