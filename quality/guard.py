@@ -19,6 +19,9 @@ from prefhouse.quality.gates import GateError, Gatekeeper, Verdict, validation_r
 from prefhouse.quality.suites import SUITE_VERSION, GateContext
 
 
+MISSING_SOURCE = "(missing)"  # the quarantine partition of a rejected row that names no source (the source_present gate)
+
+
 @dataclass
 class GateDrops:
     """What the gates took out of a staging: how many pairs, and their copies (source, raw_keys, gate) for row accounting."""
@@ -52,14 +55,15 @@ def enforce_gates(gates: Gatekeeper, stage: Staging, run: RunRecord, verdicts: l
                 gates_by_pair = verdict.rejected.select("pair_id", "gate").unique("pair_id", keep="first")
                 copies = pl.from_arrow(copies.select(["pair_id", "source", "raw_keys"])).join(gates_by_pair, on="pair_id")
                 drops.copies = pl.concat([drops.copies, copies.select(drops.copies.columns)])
-            rejected = gone.select("pair_id", "split", "raw_keys").join(verdict.rejected.select("pair_id", "source", "gate"), on="pair_id")
-        elif verdict.suite == "prompts":  # dropped by id (gates on prompts can only fail where pair gates failed too)
+            # a null pair_id (the pair_id_present gate) must still find its row
+            rejected = gone.select("pair_id", "split", "raw_keys").join(verdict.rejected.select("pair_id", "source", "gate"), on="pair_id", nulls_equal=True)
+        elif verdict.suite == "prompts":  # dropped by id (the pool admits only valid prompts: a failure here is a bug upstream)
             stage.drop_rows(S.PROMPTS, "prompt_id", set(verdict.rejected["prompt_id"].to_list()))
-            rejected = verdict.rejected.with_columns(pl.lit(None, pl.String).alias("split"), pl.lit([], pl.List(pl.String)).alias("raw_keys"))
+            rejected = verdict.rejected.with_columns(pl.concat_list([pl.col("raw_key")]).alias("raw_keys"))
         else:
             raise AssertionError(f"suite {verdict.suite!r} has no row gates to quarantine by")
         quarantine = rejected.select(
-            pl.col("source"), pl.col("split"), pl.col("raw_keys"), pl.lit(None, pl.String).alias("item"),
+            pl.col("source").fill_null(MISSING_SOURCE), pl.col("split"), pl.col("raw_keys"), pl.lit(None, pl.String).alias("item"),
             pl.lit("pair" if verdict.suite == "pairs" else "prompt").alias("level"), pl.lit(S.INVALID).alias("kind"),
             ("gx." + pl.col("gate")).alias("rule"), pl.lit(f"suite {verdict.suite} v{SUITE_VERSION}").alias("rule_version"),
             pl.format("failed quality gate {} ({})", pl.col("gate"), pl.lit(verdict.suite)).alias("reason"),

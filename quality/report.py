@@ -246,7 +246,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
     con, versions = connect(lake, as_of=",".join(f"{t}={v}" for t, v in sorted(scope.versions.items())) if scope else None)
     scoped = None
     if scope is not None:  # every query below, and the gates, read the snapshot's pairs only: read once
-        scoped = lake.read(S.PAIRS, scope.versions.get(S.PAIRS), filter=pads.field("pair_id").isin(list(scope.pair_ids)))
+        scoped = lake.read(S.PAIRS, scope.versions.get(S.PAIRS), filter=pads.field("pair_id").isin(pa.array(scope.pair_ids, pa.string())))
         con.register(S.PAIRS, scoped)
     try:
         counts = pl.from_arrow(con.sql(
@@ -267,7 +267,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
     verdict = judge(S.PAIRS, "pairs", facts.with_row_index("_row"), GateContext(tuple(range(iteration + 1)), sources, settings.bounds), "report")
     failures = [f"{g['gate']}: {g['unexpected_count'] or 0} of {g['element_count']} rows ({g['observed_value']})" for g in verdict.results if not g["success"]]
     if counts.height == 0:
-        failures.append(f"no pairs with iteration <= {iteration} in the lake")
+        failures.append(f"no pairs in the DPO snapshot {scope.snapshot_hash}" if scope else f"no pairs with iteration <= {iteration} in the lake")
 
     warnings = []
     mean_r = corr["r"].mean() if corr.height else None

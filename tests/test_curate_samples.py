@@ -139,3 +139,12 @@ def test_pku_preference_setting(lake: Lake, tmp_path) -> None:
 def test_helpsteer_attribute_setting(lake: Lake) -> None:
     pairs = _curate_one(lake, "helpsteer", helpsteer={"score": "verbosity"})
     assert set(pairs["score_kind"]) == {"helpsteer_verbosity"}
+    # the scores are the raw rows' verbosity ratings, and the chosen reply is the more verbose-rated one
+    graded = run_query(lake, """
+        SELECT p.pair_id, p.chosen_score, p.rejected_score, c.verbosity AS chosen_verbosity, r.verbosity AS rejected_verbosity
+        FROM pair_texts p
+        JOIN raw_helpsteer c ON c.prompt = p.prompt_text AND c.response = p.chosen_text
+        JOIN raw_helpsteer r ON r.prompt = p.prompt_text AND r.response = p.rejected_text
+    """).to_pylist()
+    assert len(graded) == pairs.height
+    assert all(g["chosen_score"] == g["chosen_verbosity"] > g["rejected_score"] == g["rejected_verbosity"] for g in graded)

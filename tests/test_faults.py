@@ -154,6 +154,29 @@ KILLER = textwrap.dedent("""
 """)
 
 
+def test_commit_order_pairs_after_what_derives_from_them_and_the_run_log_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order the guarantees rest on: a stop before the pairs commit leaves no pair whose copies or quarantine
+    rows are missing, and a run whose log says succeeded has committed everything."""
+    commits: list[str] = []
+
+    def recording(fn: Callable) -> Callable:
+        def wrapped(target, *args, **kwargs):
+            uri = target.table_uri if isinstance(target, DeltaTable) else str(target)
+            commits.append(uri.rstrip("/").rsplit("/", 1)[-1])
+            return fn(target, *args, **kwargs)
+        return wrapped
+
+    for owner, name in ((lake_module, "write_deltalake"), (lake_module, "create_table_with_add_actions"), (DeltaTable, "create_write_transaction")):
+        monkeypatch.setattr(owner, name, recording(getattr(owner, name)))
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create(S.RUNS, S.RUN_SCHEMA)  # so that only the run's own commits are counted below
+    curate(SOURCES, lake, SAMPLES, progress=False)
+    last = {table: i for i, table in enumerate(commits)}
+    derived = [S.PAIR_SOURCES, S.PROMPTS, S.QUARANTINE, *(S.raw_table(s) for s in SOURCES)]
+    assert all(last[t] < last[S.PAIRS] for t in derived), commits
+    assert commits[-1] == S.RUNS and commits.count(S.RUNS) == 1, commits
+
+
 def test_kill_9_during_curation_then_the_same_command_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     injector = FaultInjector(monkeypatch)
     commits, expected = clean_curation(injector, tmp_path)

@@ -86,3 +86,20 @@ def test_second_writer_fails_fast(lake: Lake) -> None:
         holder.join(10)
     with lake.lock("curate"):  # released when the holder exits
         pass
+
+
+def test_content_ids_trim_each_text_and_normalise_unicode_but_keep_inner_whitespace() -> None:
+    """What README promises of ids: trimmed texts and NFC, so ' é' (e + combining accent) and 'é' share an id;
+    inner whitespace is content. And the digest is md5 of the documented key, stable across libraries."""
+    import hashlib
+
+    import polars as pl
+    from prefhouse.pipelines.core.ids import GROUP, RECORD, UNIT, messages_key, trimmed, with_md5
+
+    turns = lambda *texts: [{"role": "user", "content": t} for t in texts]  # noqa: E731
+    df = pl.DataFrame({"prompt": [turns("caf\u00e9"), turns("  cafe\u0301\n"), turns("ca f\u00e9"), turns("caf\u00e9", "more")],
+                       "reply": ["ok", " ok ", "ok", "ok"]})
+    ids = with_md5(df, "id", messages_key(pl.col("prompt")), trimmed(pl.col("reply")))["id"].to_list()
+    assert ids[0] == ids[1] and len({ids[0], ids[2], ids[3]}) == 3
+    assert ids[0] == hashlib.md5(("user" + UNIT + "caf\u00e9" + GROUP + "ok").encode()).hexdigest()
+    assert ids[3] == hashlib.md5(("user" + UNIT + "caf\u00e9" + RECORD + "user" + UNIT + "more" + GROUP + "ok").encode()).hexdigest()

@@ -7,8 +7,10 @@ import pytest
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
-from prefhouse.quality.gates import GateError
+from prefhouse.quality.checks import Bounds, pair_facts, prompt_facts, raw_facts
+from prefhouse.quality.gates import GateError, judge
 from prefhouse.quality.guard import append_pairs
+from prefhouse.quality.suites import SUITES, GateContext
 
 
 @pytest.fixture
@@ -24,8 +26,28 @@ def good(curated_lake: Lake) -> pl.DataFrame:
 
 def set_last_reply(df: pl.DataFrame, row: int, column: str, text: str) -> pl.DataFrame:
     values = df[column].to_list()
-    values[row] = values[row][:-1] + [{"role": "assistant", "content": text}]
+    values[row] = list(values[row][:-1]) + [{"role": "assistant", "content": text}]
     return df.with_columns(pl.Series(column, values, dtype=df.schema[column]))
+
+
+def set_row(df: pl.DataFrame, row: int, column: str, value) -> pl.DataFrame:
+    values = df[column].to_list()
+    values[row] = value
+    return df.with_columns(pl.Series(column, values, dtype=df.schema[column]))
+
+
+def with_context_changed(df: pl.DataFrame, row: int, column: str) -> pl.DataFrame:
+    values = df[column].to_list()
+    values[row] = [{"role": values[row][0]["role"], "content": values[row][0]["content"] + " (edited)"}] + values[row][1:]
+    return df.with_columns(pl.Series(column, values, dtype=df.schema[column]))
+
+
+def with_prompt(df: pl.DataFrame, row: int, prompt: list[dict]) -> pl.DataFrame:
+    """Row ``row`` with another prompt, its chosen and rejected conversations still sharing it."""
+    df = set_row(df, row, "prompt", prompt)
+    for column in ("chosen", "rejected"):
+        df = set_row(df, row, column, prompt + df[column][row].to_list()[-1:])
+    return df
 
 
 def validations(lake: Lake) -> pl.DataFrame:
@@ -40,17 +62,23 @@ def test_clean_batch_lands_and_every_gate_is_recorded(lake: Lake, good: pl.DataF
     assert set(v["table_version"]) == {lake.version(S.PAIRS)}
 
 
-@pytest.mark.parametrize(
-    ("damage", "gate"),
-    [
-        (lambda df: set_last_reply(df, 2, "rejected", df["chosen"][2][-1]["content"]), "final_turns_differ"),
-        (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(float("nan")).otherwise(pl.col("chosen_score")).alias("chosen_score")), "scores_finite"),
-        (lambda df: set_last_reply(df, 2, "chosen", "   "), "no_empty_turn"),
-        (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(-1.0).otherwise(pl.col("margin")).alias("margin")), "margin_positive_where_scored"),
-        (lambda df: set_last_reply(df, 2, "chosen", "x" * 200_001), "chosen_length_in_bounds"),
-    ],
-    ids=["identical", "nan_reward", "empty_turn", "negative_margin", "too_long"],
-)
+PAIR_ROW_DAMAGE = [
+    (lambda df: set_last_reply(df, 2, "rejected", df["chosen"][2][-1]["content"]), "final_turns_differ"),
+    (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(float("nan")).otherwise(pl.col("chosen_score")).alias("chosen_score")), "scores_finite"),
+    (lambda df: set_last_reply(df, 2, "chosen", "   "), "no_empty_turn"),
+    (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(-1.0).otherwise(pl.col("margin")).alias("margin")), "margin_positive_where_scored"),
+    (lambda df: set_last_reply(df, 2, "chosen", "x" * 200_001), "chosen_length_in_bounds"),
+    (lambda df: set_last_reply(df, 2, "rejected", "y" * 100_001), "rejected_length_in_bounds"),
+    (lambda df: with_prompt(df, 2, [{"role": "user", "content": "p" * 200_001}]), "prompt_length_in_bounds"),
+    (lambda df: with_context_changed(df, 2, "rejected"), "chosen_rejected_share_context"),
+    (lambda df: set_row(df, 2, "chosen", df["chosen"][2].to_list()[:-1] + [{"role": "user", "content": "not the assistant"}]), "roles_alternate"),
+    (lambda df: set_row(df, 2, "prompt_id", None), "prompt_id_present"),
+    (lambda df: set_row(df, 2, "pair_id", None), "pair_id_present"),
+    (lambda df: set_row(df, 2, "source", None), "source_present"),
+]
+
+
+@pytest.mark.parametrize(("damage", "gate"), PAIR_ROW_DAMAGE, ids=[g for _, g in PAIR_ROW_DAMAGE])
 def test_row_gate_quarantines_only_the_bad_row(lake: Lake, good: pl.DataFrame, damage, gate: str) -> None:
     bad = damage(good)
     bad_id = bad["pair_id"][2]
@@ -64,15 +92,14 @@ def test_row_gate_quarantines_only_the_bad_row(lake: Lake, good: pl.DataFrame, d
     assert v["success"].to_list() == [False] and v["unexpected_count"].to_list() == [1]
 
 
-@pytest.mark.parametrize(
-    ("damage", "gate"),
-    [
-        (lambda df: pl.concat([df, df.head(1)]), "pair_id_unique"),
-        (lambda df: df.with_columns(pl.lit(2, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),
-        (lambda df: pl.concat([df, df.head(1).with_columns(pl.lit("another").alias("pair_id"))]), "one_pair_per_prompt_per_iteration"),
-    ],
-    ids=["duplicated_pair", "wrong_partition", "two_pairs_one_prompt"],
-)
+PAIR_BATCH_DAMAGE = [
+    (lambda df: pl.concat([df, df.head(1)]), "pair_id_unique"),
+    (lambda df: df.with_columns(pl.lit(2, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),
+    (lambda df: pl.concat([df, df.head(1).with_columns(pl.lit("another").alias("pair_id"))]), "one_pair_per_prompt_per_iteration"),
+]
+
+
+@pytest.mark.parametrize(("damage", "gate"), PAIR_BATCH_DAMAGE, ids=[g for _, g in PAIR_BATCH_DAMAGE])
 def test_batch_gate_aborts_the_commit(lake: Lake, good: pl.DataFrame, damage, gate: str) -> None:
     with pytest.raises(GateError) as err:
         append_pairs(lake, damage(good), iteration=1)
@@ -126,15 +153,17 @@ def test_responses_and_scores_land_when_whole(lake: Lake) -> None:
     assert lake.read(S.SCORES).num_rows == 12
 
 
-@pytest.mark.parametrize(
-    ("damage", "gate"),
-    [
-        (lambda r: r.filter(pl.col("response_id") != "p2-1-3"), "exactly_n_responses_per_prompt"),
-        (lambda r: pl.concat([r, r.head(1)]), "response_id_unique"),
-        (lambda r: r.with_columns(pl.lit(3, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),
-    ],
-    ids=["wrong_n", "duplicated_response", "wrong_partition"],
-)
+RESPONSE_DAMAGE = [
+    (lambda r: r.filter(pl.col("response_id") != "p2-1-3"), "exactly_n_responses_per_prompt"),
+    (lambda r: pl.concat([r, r.head(1)]), "response_id_unique"),
+    (lambda r: r.with_columns(pl.lit(3, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),
+    (lambda r: set_row(r, 5, "response_id", None), "response_id_present"),
+    (lambda r: set_row(r, 5, "sample_index", 0), "n_distinct_samples_per_prompt"),  # p2's samples 0, 0, 2, 3: four rows, three samples
+    (lambda r: set_row(r, 5, "response", None), "response_has_text"),
+]
+
+
+@pytest.mark.parametrize(("damage", "gate"), RESPONSE_DAMAGE, ids=[g for _, g in RESPONSE_DAMAGE])
 def test_bad_responses_never_land(lake: Lake, damage, gate: str) -> None:
     from prefhouse.quality.guard import append_responses
 
@@ -153,15 +182,16 @@ def test_responses_for_a_prompt_used_before_are_refused(lake: Lake) -> None:
     assert run_query(lake, "SELECT count(*) AS n FROM responses WHERE iteration = 2").column("n")[0].as_py() == 0
 
 
-@pytest.mark.parametrize(
-    ("damage", "gate"),
-    [
-        (lambda s: s.with_columns(pl.when(pl.col("response_id") == "p1-1-2").then(float("nan")).otherwise(pl.col("reward")).alias("reward")), "reward_finite"),
-        (lambda s: s.filter(pl.col("response_id") != "p3-1-0"), "exactly_n_scores_per_prompt"),
-        (lambda s: s.with_columns(pl.when(pl.col("response_id") == "p1-1-0").then(pl.lit("ghost")).otherwise(pl.col("response_id")).alias("response_id")), "score_has_response"),
-    ],
-    ids=["nan_reward", "count_mismatch", "score_without_response"],
-)
+SCORE_DAMAGE = [
+    (lambda s: s.with_columns(pl.when(pl.col("response_id") == "p1-1-2").then(float("nan")).otherwise(pl.col("reward")).alias("reward")), "reward_finite"),
+    (lambda s: s.filter(pl.col("response_id") != "p3-1-0"), "exactly_n_scores_per_prompt"),
+    (lambda s: s.with_columns(pl.when(pl.col("response_id") == "p1-1-0").then(pl.lit("ghost")).otherwise(pl.col("response_id")).alias("response_id")), "score_has_response"),
+    (lambda s: pl.concat([s.filter(pl.col("response_id") != "p1-1-3"), s.filter(pl.col("response_id") == "p1-1-2")]), "response_id_unique"),
+    (lambda s: s.with_columns(pl.lit(2, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),
+]
+
+
+@pytest.mark.parametrize(("damage", "gate"), SCORE_DAMAGE, ids=[g for _, g in SCORE_DAMAGE])
 def test_bad_scores_never_land(lake: Lake, damage, gate: str) -> None:
     from prefhouse.quality.guard import append_responses, append_scores
 
@@ -182,3 +212,105 @@ def test_a_gate_that_cannot_be_evaluated_refuses_the_batch(good: pl.DataFrame) -
     verdict = judge("pairs", "pairs", facts, GateContext((1,), ("online",)), "test")
     assert not verdict.success
     assert [g for g, why in verdict.batch_failures if "could not be evaluated" in why] == ["chosen_rejected_share_context"]
+
+
+# ------------------------------------------------------------------- gates no public writer can reach
+def prompt_rows(curated_lake: Lake) -> pl.DataFrame:
+    return pl.from_arrow(curated_lake.read(S.PROMPTS)).filter(pl.col("source") == "shp").head(5)
+
+
+def raw_rows() -> pl.DataFrame:
+    return pl.DataFrame({"_raw_key": [f"train#{i}" for i in range(5)], "_split": ["train"] * 5})
+
+
+# (suite, gate, rows to judge from the curated lake or from nothing, their facts, the appended run's context):
+# gates whose failure the writers' own code rules out (a writer derives the partition it may write from the
+# rows; the reader numbers raw rows itself), so a bug upstream is the only way to fire them. Judged directly.
+DIRECT_CASES = [
+    ("pairs", "source_partition_matches_run", lambda lake: good_pairs(lake), lambda df: pair_facts(df), GateContext((0,), ("another",))),
+    ("raw", "raw_key_present", lambda lake: set_row(raw_rows(), 2, "_raw_key", None), lambda df: raw_facts(df, "raw_shp"), GateContext((0,))),
+    ("raw", "raw_key_unique", lambda lake: set_row(raw_rows(), 2, "_raw_key", "train#1"), lambda df: raw_facts(df, "raw_shp"), GateContext((0,))),
+    ("raw", "split_present", lambda lake: set_row(raw_rows(), 2, "_split", None), lambda df: raw_facts(df, "raw_shp"), GateContext((0,))),
+    ("prompts", "prompt_id_present", lambda lake: set_row(prompt_rows(lake), 2, "prompt_id", None), prompt_facts, GateContext((0,), ("shp",))),
+    ("prompts", "prompt_text_not_empty", lambda lake: set_row(prompt_rows(lake), 2, "prompt_text", "  "), prompt_facts, GateContext((0,), ("shp",))),
+    ("prompts", "no_empty_turn", lambda lake: set_row(prompt_rows(lake), 2, "prompt", [{"role": "system", "content": " "}, {"role": "user", "content": "q"}]),
+     prompt_facts, GateContext((0,), ("shp",))),
+    ("prompts", "prompt_unique_per_source_split", lambda lake: pl.concat([prompt_rows(lake), prompt_rows(lake).head(1)]), prompt_facts, GateContext((0,), ("shp",))),
+    ("prompts", "source_partition_matches_run", lambda lake: prompt_rows(lake), prompt_facts, GateContext((0,), ("hh_rlhf",))),
+]
+
+
+def good_pairs(curated_lake: Lake) -> pl.DataFrame:
+    return pl.from_arrow(curated_lake.read(S.PAIRS)).filter(pl.col("source") == "ultrafeedback").unique("prompt_id", keep="first", maintain_order=True).head(6)
+
+
+@pytest.mark.parametrize(("suite", "gate", "rows", "facts", "context"), DIRECT_CASES, ids=[f"{c[0]}.{c[1]}" for c in DIRECT_CASES])
+def test_gate_fires_on_the_damage_it_names(curated_lake: Lake, suite: str, gate: str, rows, facts, context) -> None:
+    """The damaged batch fails exactly the named gate (row gates on the damaged row), and no other gate."""
+    verdict = judge(suite, suite, facts(rows(curated_lake)).with_row_index("_row"), context, "test")
+    failed = {r["gate"] for r in verdict.results if not r["success"]}
+    assert failed == {gate}
+    level = next(g.level for g in SUITES[suite] if g.name == gate)
+    if level == "row":
+        assert verdict.rejected["_row"].to_list() == [2] and verdict.rejected["gate"].to_list() == [gate] and not verdict.batch_failures
+    else:
+        assert [g for g, _ in verdict.batch_failures] == [gate]
+
+
+def test_every_gate_has_a_test_that_makes_it_fire() -> None:
+    """Adding a gate without a case that fires it fails here."""
+    fired = {("pairs", g) for _, g in PAIR_ROW_DAMAGE + PAIR_BATCH_DAMAGE} | {("responses", g) for _, g in RESPONSE_DAMAGE}
+    fired |= {("scores", g) for _, g in SCORE_DAMAGE} | {(c[0], c[1]) for c in DIRECT_CASES}
+    fired |= {("pairs", "no_prompt_reused_across_iterations"), ("responses", "no_prompt_reused_across_iterations")}  # their own tests above
+    every = {(suite, g.name) for suite, gates in SUITES.items() for g in gates}
+    assert every - fired == set()
+
+
+# ------------------------------------------------------------------- curation's drop-and-quarantine path
+def test_curation_drops_and_quarantines_what_a_pair_gate_rejects(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pair failing a row gate during curation lands in no table but quarantine (rule gx.<gate>), with its copies,
+    and the run's row accounting moves its raw rows from paired to quarantined."""
+    import functools
+
+    import prefhouse.pipelines.curate as curate_module
+    from prefhouse.pipelines.curate import curate
+    from tests.conftest import SAMPLES
+
+    curate(["shp"], lake, SAMPLES, progress=False)
+    baseline = pl.from_arrow(lake.read(S.PAIRS))
+    reply_chars = lambda c: pl.col(c).list.last().struct.field("content").str.len_chars()  # noqa: E731
+    limit = int(baseline.select(reply_chars("chosen")).to_series().median())
+    long_ids = set(baseline.filter((reply_chars("chosen") > limit) | (reply_chars("rejected") > limit))["pair_id"])
+    assert 0 < len(long_ids) < baseline.height
+
+    strict = Lake(lake.uri + "-strict")
+    monkeypatch.setattr(curate_module, "GateContext", functools.partial(GateContext, bounds=Bounds(max_reply_chars=limit)))
+    run, _ = curate(["shp"], strict, SAMPLES, progress=False)
+    landed = set(strict.read(S.PAIRS, columns=["pair_id"]).column("pair_id").to_pylist())
+    assert landed == set(baseline["pair_id"]) - long_ids
+    assert long_ids.isdisjoint(strict.read(S.PAIR_SOURCES, columns=["pair_id"]).column("pair_id").to_pylist())
+    q = run_query(strict, "SELECT rule, level, count(*) AS n FROM quarantine WHERE rule LIKE 'gx.%' GROUP BY ALL").to_pylist()
+    assert {r["rule"] for r in q} <= {"gx.chosen_length_in_bounds", "gx.rejected_length_in_bounds"} and {r["level"] for r in q} == {"pair"}
+    assert sum(r["n"] for r in q) == len(long_ids)
+    counts = run_query(strict, f"SELECT outcome, sum(n) AS n FROM run_counts WHERE run_id = '{run.run_id}' AND level = 'row' GROUP BY ALL").to_pylist()
+    before = run_query(lake, "SELECT outcome, sum(n) AS n FROM run_counts WHERE level = 'row' GROUP BY ALL").to_pylist()
+    as_dict = lambda rows: {r["outcome"]: r["n"] for r in rows}  # noqa: E731
+    assert as_dict(counts)["paired"] < as_dict(before)["paired"]
+    assert sum(as_dict(counts).values()) == sum(as_dict(before).values())  # every raw row still has exactly one outcome
+
+
+def test_curation_drops_and_quarantines_what_a_prompt_gate_rejects(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool admits only valid prompts; should one slip past (here: the check is switched off), the prompts
+    suite drops it and quarantines it with its origin, and the rest of the run lands."""
+    import prefhouse.pipelines.curate as curate_module
+    from prefhouse.pipelines.curate import curate
+    from tests.conftest import SAMPLES
+
+    monkeypatch.setattr(curate_module, "prompt_is_valid", lambda prompt: pl.lit(True))
+    curate(["shp"], lake, SAMPLES, progress=False)
+    q = run_query(lake, "SELECT rule, level, split, raw_keys FROM quarantine WHERE rule LIKE 'gx.%'").to_pylist()
+    # SHP's blank post fails the first of the two prompt gates that see it
+    assert [(r["rule"], r["level"]) for r in q] == [("gx.prompt_text_not_empty", "prompt")]
+    assert q[0]["split"] and len(q[0]["raw_keys"]) == 1
+    blank = run_query(lake, "SELECT count(*) AS n FROM prompts WHERE len(list_filter(prompt, lambda m: trim(m.content) = '')) > 0")
+    assert blank.column("n")[0].as_py() == 0 and lake.read(S.PAIRS).num_rows > 0

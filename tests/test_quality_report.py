@@ -61,13 +61,15 @@ def test_report_fails_on_a_snapshot_that_breaks_a_gate(lake: Lake, tmp_path: Pat
     assert main(["--iter", "0", "--lake", lake.uri, "--out", str(tmp_path)]) == 1
 
 
-def test_empty_snapshot_fails(lake: Lake, tmp_path: Path) -> None:
-    curate(["distilabel_math_preference_dpo"], lake, SAMPLES, progress=False)
-    lake_pairs = pl.from_arrow(lake.read(S.PAIRS))
-    assert lake_pairs.height > 0
-    empty = Lake(str(tmp_path / "empty"))
-    report = build_report(empty, 3, tmp_path)
-    assert report.failed and "no pairs" in report.failures[-1]
+def test_empty_snapshot_fails(curated_lake: Lake, lake: Lake, tmp_path: Path) -> None:
+    """A lake full of pairs, a DPO snapshot that selects none of them: refused, naming the snapshot."""
+    from prefhouse.quality.report import ReportScope
+
+    scope = ReportScope(pair_ids=(), versions=curated_lake.versions([S.PAIRS]), snapshot_hash="abc123", selection={})
+    report = build_report(curated_lake, 0, tmp_path, scope=scope)
+    assert curated_lake.read(S.PAIRS).num_rows > 0
+    assert report.failed and report.failures[-1] == "no pairs in the DPO snapshot abc123"
+    assert build_report(lake, 3, tmp_path).failures[-1] == "no pairs with iteration <= 3 in the lake"  # and an empty lake
 
 
 def test_report_describes_exactly_the_dpo_snapshot(curated_lake: Lake, tmp_path: Path) -> None:
@@ -97,3 +99,18 @@ def test_rewards_are_compared_only_under_one_reward_model() -> None:
     assert drift["chosen_drift"].to_list()[0] is None and drift["chosen_drift"].to_list()[2] is None  # nothing before it under rm-b
     assert native.to_dicts() == [{"source": "ultrafeedback", "score_kind": "fine_grained", "pairs": 1, "chosen": 8.0, "rejected": 6.6,
                                   "margin": pytest.approx(1.4)}]
+
+
+def test_report_lists_earlier_refused_appends(lake: Lake, tmp_path: Path) -> None:
+    """An append the gates refused landed nothing, but the report before the next DPO round says it happened."""
+    from prefhouse.quality.gates import GateError
+    from prefhouse.quality.guard import append_pairs
+
+    curate(["distilabel_math_preference_dpo"], lake, SAMPLES, progress=False)
+    online = pl.from_arrow(lake.read(S.PAIRS)).head(2).with_columns(
+        pl.lit(1, pl.Int32).alias("iteration"), pl.lit("online").alias("origin"), pl.lit("online").alias("source"))
+    with pytest.raises(GateError):
+        append_pairs(lake, pl.concat([online, online.head(1)]), iteration=1)  # a duplicated pair: refused whole
+    md = build_report(lake, 1, tmp_path).markdown_path.read_text()
+    section = md.split("## Gate failures in earlier appends (their rows never landed)", 1)[1].split("\n## ", 1)[0]
+    assert "| pairs | pair_id_unique | 1 |" in section

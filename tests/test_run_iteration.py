@@ -23,11 +23,13 @@ from prefhouse.training.train_rm import RewardModelSettings, train_reward_model
 from .conftest import REPO, SAMPLES
 
 
+def small_overrides(tiny_model: str, engine: str = "transformers") -> list[str]:
+    return [f"iteration.initial_policy={tiny_model}", "prompts.m=4", "generate.max_new_tokens=8", f"generate.engine={engine}",
+            "generate.chunk_prompts=2", "dpo.max_length=128", "dpo.size_matched=1"]
+
+
 def small_config(tiny_model: str, engine: str = "transformers", *extra: str) -> IterationConfig:
-    return IterationConfig.load("cpu", overrides=[
-        f"iteration.initial_policy={tiny_model}", "prompts.m=4", "generate.max_new_tokens=8", f"generate.engine={engine}",
-        "generate.chunk_prompts=2", "dpo.max_length=128", "dpo.size_matched=1", *extra,
-    ])
+    return IterationConfig.load("cpu", overrides=[*small_overrides(tiny_model, engine), *extra])
 
 
 @pytest.fixture
@@ -47,13 +49,31 @@ def run(lake: Lake, n: int, config: IterationConfig, tmp_path: Path, **kw):
     return run_iteration(lake, n, config, models_dir=tmp_path / "models", reports_dir=tmp_path / "reports", progress=False, **kw)
 
 
-def lake_rows(lake: Lake) -> dict[str, set]:
-    """What the iterations wrote, by id: the comparison an interrupted and an uninterrupted run must agree on."""
+def lake_rows(lake: Lake) -> dict[str, list]:
+    """What the iterations wrote, every row in id order (a duplicate shows): what an interrupted and an uninterrupted run must agree on."""
     return {
-        "responses": set(zip(*(lake.read(S.RESPONSES).column(c).to_pylist() for c in ("response_id", "response")))),
-        "scores": set(zip(*(lake.read(S.SCORES).column(c).to_pylist() for c in ("response_id", "reward")))),
-        "pairs": set(lake.read(S.PAIRS, filter=pads.field("iteration") > 0).column("pair_id").to_pylist()),
+        "responses": sorted(zip(*(lake.read(S.RESPONSES).column(c).to_pylist() for c in ("response_id", "response")))),
+        "scores": sorted(zip(*(lake.read(S.SCORES).column(c).to_pylist() for c in ("response_id", "reward")))),
+        "pairs": sorted(lake.read(S.PAIRS, filter=pads.field("iteration") > 0).column("pair_id").to_pylist()),
     }
+
+
+KILLED_ON_SECOND_CHUNK = """
+import os, signal
+from pathlib import Path
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.online import generate as G
+from prefhouse.pipelines.run_iteration import IterationConfig, run_iteration
+real, calls = G.TransformersEngine.generate, [0]
+def killed_on_second_chunk(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *args, **kwargs)
+G.TransformersEngine.generate = killed_on_second_chunk
+config = IterationConfig.load("cpu", overrides={overrides!r})
+run_iteration(Lake({lake!r}), 1, config, models_dir=Path({out!r}) / "models", reports_dir=Path({out!r}) / "reports", progress=False)
+"""
 
 
 @pytest.mark.parametrize("engine", ["transformers", "vllm"])
@@ -99,8 +119,8 @@ def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: 
     assert ready_lake.versions(list(S.CORE_TABLES)) == before
 
 
-def test_a_crash_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
-    from prefhouse.pipelines.online import generate as G
+def test_kill_9_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+    import signal
 
     config = small_config(tiny_model)
     clean = tmp_path / "clean"
@@ -114,24 +134,26 @@ def test_a_crash_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(ti
     lake = Lake(str(crashed / "lake"))
     curate(resolve_sources("all"), lake, SAMPLES, progress=False)
     train_reward_model(lake, rm, crashed / "models", progress=False)
-    real = G.TransformersEngine.generate
-    calls = {"n": 0}
-
-    def dies_on_second_chunk(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(G.TransformersEngine, "generate", dies_on_second_chunk)
-    with pytest.raises(KeyboardInterrupt):
-        run(lake, 1, config, crashed)
+    # the iteration in its own process, killed (SIGKILL: no handler, no finally) as it starts the second chunk
+    script = KILLED_ON_SECOND_CHUNK.format(overrides=small_overrides(tiny_model), lake=lake.uri, out=str(crashed))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert lake.read(S.RESPONSES).num_rows == 8  # the first chunk (2 prompts x 4) landed, the second did not
     states = pl.from_arrow(lake.read(S.ITERATIONS)).filter(pl.col("stage") == "generate").sort("at")["status"].to_list()
-    assert states == ["started", "failed"]
-    monkeypatch.setattr(G.TransformersEngine, "generate", real)
+    assert states == ["started"]  # a killed process logs nothing more
+    from prefhouse.pipelines.online import generate as G
+
+    real, generated = G.TransformersEngine.generate, []
+
+    def counting(self, prompts, *args, **kwargs):
+        generated.extend(prompts["prompt_id"].to_list())
+        return real(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(G.TransformersEngine, "generate", counting)
+    kept = set(lake.read(S.RESPONSES).column("prompt_id").to_pylist())
     timings, _ = run(lake, 1, config, crashed)
     assert list(timings) == ["generate", "score", "select", "report", "train"]
+    assert len(generated) == 2 and kept.isdisjoint(generated)  # the resume kept the landed chunk's responses, generated the rest
     assert lake_rows(lake) == lake_rows(clean_lake)
     # --force re-runs every stage and writes no duplicate
     run(lake, 1, config, crashed, force=True)
@@ -209,7 +231,12 @@ def test_reselecting_with_other_settings_replaces_the_iterations_pairs(ready_lak
     version = ready_lake.version(S.PAIRS)
     through_select(small_config(tiny_model), ["select"])  # the same settings again: nothing to write
     assert ready_lake.version(S.PAIRS) == version
-    through_select(small_config(tiny_model, "transformers", "select.strategy=max_random", "select.seed=3"), ["select"])
+    # the user's command: --from-stage select with another strategy re-runs select, report and train
+    sets = [x for o in small_overrides(tiny_model) + ["select.strategy=max_random", "select.seed=3"] for x in ("--set", o)]
+    assert main(["--iter", "1", "--lake", ready_lake.uri, "--preset", "cpu", "--from-stage", "select", *sets,
+                 "--models-dir", str(tmp_path / "models"), "--reports-dir", str(tmp_path / "reports")]) == 0
+    events = pl.from_arrow(ready_lake.read(S.ITERATIONS)).filter(pl.col("status") == "done").sort("at")["stage"].to_list()
+    assert events[-3:] == ["select", "report", "train"] and events.count("train") == 1
     second = pl.from_arrow(ready_lake.read(S.PAIRS, filter=pads.field("iteration") == 1))
     assert ready_lake.version(S.PAIRS) == version + 1  # one commit: old pairs out, new pairs in
     assert second["prompt_id"].is_unique().all() and set(second["rule"]) == {"select.max_random"}

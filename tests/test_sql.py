@@ -43,8 +43,14 @@ def test_table1_matches_polars_on_the_same_snapshot(curated_lake: Lake) -> None:
 
 
 def test_filter_accounting_balances(curated_lake: Lake) -> None:
-    acc = run_query(curated_lake, "filter_accounting").to_pylist()
-    assert len(acc) == 10 and all(row["balanced"] for row in acc)
+    """The accounting's counts agree with the tables themselves: rows in = the bronze table's rows, paired = the raw
+    rows some kept pair copy came from; and every row has one outcome."""
+    acc = {row["source"]: row for row in run_query(curated_lake, "filter_accounting").to_pylist()}
+    assert len(acc) == 10 and all(row["balanced"] for row in acc.values())
+    for source, row in acc.items():
+        assert row["rows_in"] == curated_lake.read(f"raw_{source}").num_rows, source
+        paired = run_query(curated_lake, f"SELECT count(DISTINCT k) AS n FROM (SELECT unnest(raw_keys) AS k FROM pair_sources WHERE source = '{source}')")
+        assert row["paired"] == paired.column("n")[0].as_py(), source
 
 
 def test_provenance_reaches_the_raw_row(curated_lake: Lake) -> None:
@@ -56,22 +62,27 @@ def test_provenance_reaches_the_raw_row(curated_lake: Lake) -> None:
     assert json.loads(prov[0]["rule_settings"])["adapter"]["min_score_ratio"] == 2.0
 
 
+# Each escape must be refused by the sandbox itself (file access off, configuration locked), not fail for
+# another reason such as a missing file or a failed download.
+SANDBOX_REFUSAL = "file system operations are disabled by configuration"
+
+
 @pytest.mark.parametrize(
-    "statement",
+    ("statement", "refusal"),
     [
-        "COPY (SELECT 1) TO '{out}/x.csv'",
-        "SELECT * FROM read_csv('/etc/hostname')",
-        "SET enable_external_access = true",
-        "ATTACH '{out}/x.duckdb' AS x",
-        "INSTALL delta",
+        ("COPY (SELECT 1) TO '{out}/x.csv'", SANDBOX_REFUSAL),
+        ("SELECT * FROM read_csv('/etc/hostname')", SANDBOX_REFUSAL),
+        ("SET enable_external_access = true", "the configuration has been locked"),
+        ("ATTACH '{out}/x.duckdb' AS x", SANDBOX_REFUSAL),
+        ("INSTALL delta", SANDBOX_REFUSAL),
     ],
 )
-def test_queries_cannot_write_or_escape(curated_lake: Lake, tmp_path: Path, statement: str) -> None:
+def test_queries_cannot_write_or_escape(curated_lake: Lake, tmp_path: Path, statement: str, refusal: str) -> None:
     from prefhouse.pipelines.core.sql import connect
 
     con, _ = connect(curated_lake)
     try:
-        with pytest.raises(duckdb.Error):
+        with pytest.raises(duckdb.Error, match=refusal):
             con.execute(statement.format(out=tmp_path))
     finally:
         con.close()

@@ -24,9 +24,29 @@ from .conftest import REPO, SAMPLES
 
 @pytest.fixture(scope="module")
 def training_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    """Curated once per module and never written: each test that trains takes its own copy (:func:`own_copy`)."""
     lake = Lake(str(tmp_path_factory.mktemp("training") / "lake"))
     curate(resolve_sources("all"), lake, SAMPLES, progress=False)
     return lake
+
+
+def own_copy(lake: Lake, tmp_path: Path) -> Lake:
+    """A private copy of the module's curated lake, for a test that writes to it (no test may see another's writes)."""
+    import shutil
+
+    shutil.copytree(lake.uri, tmp_path / "own-lake")
+    return Lake(str(tmp_path / "own-lake"))
+
+
+def moved_from(trained: str, base: str) -> list[str]:
+    """The parameters trained and base share (same name and shape) whose values differ: empty if training did nothing."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(Path(trained, "model.safetensors"))), load_file(str(Path(base, "model.safetensors")))
+    shared = [k for k in a if k in b and a[k].shape == b[k].shape]
+    assert shared, "no parameter in common: not the same architecture"
+    return [k for k in shared if not torch.equal(a[k], b[k])]
 
 
 def test_presets_build_and_reject_unknown_keys() -> None:
@@ -44,11 +64,14 @@ def test_presets_build_and_reject_unknown_keys() -> None:
 
 
 def test_reward_model_trains_evaluates_and_registers(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    training_lake = own_copy(training_lake, tmp_path)
     settings = RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=4, eval_fraction=0.3)
     row = train_reward_model(training_lake, settings, tmp_path, progress=False)
     metrics = json.loads(row["metrics"])
     assert row["job_kind"] == "reward_model" and Path(row["output_path"], "config.json").exists()
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["eval_pairs"] > 0
+    assert moved_from(row["output_path"], tiny_model)  # the backbone was trained, not only saved
+    correct = sum(round(v["accuracy"] * v["pairs"]) for v in metrics["accuracy_by_source"].values())
+    assert metrics["eval_pairs"] > 0 and metrics["accuracy"] == pytest.approx(correct / metrics["eval_pairs"])
     assert set(metrics["accuracy_by_category"]) <= set(CATEGORIES.values())
     assert sum(v["pairs"] for v in metrics["accuracy_by_source"].values()) == metrics["eval_pairs"]
     assert metrics["distinct_scores"] > 1  # pad != EOS: scores differ between inputs
@@ -62,6 +85,7 @@ def test_reward_model_trains_evaluates_and_registers(training_lake: Lake, tiny_m
 
 
 def test_dpo_stores_reference_logps_once_and_reuses_them(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    training_lake = own_copy(training_lake, tmp_path)
     settings = DPOSettings(max_length=128, size_matched=2, epochs=1, per_device_batch_size=4, pairs="offline")
     first = train_dpo(training_lake, settings, 0, tiny_model, tiny_model, tmp_path, reports_dir=tmp_path / "reports", progress=False)
     m1 = json.loads(first["metrics"])
@@ -75,6 +99,7 @@ def test_dpo_stores_reference_logps_once_and_reuses_them(training_lake: Lake, ti
     assert again["model_id"] != first["model_id"] and m2["reference_logps_computed"] == 0 and m2["reference_logps_reused"] == first["train_pairs"]
     assert training_lake.read(S.REFERENCE_LOGPS).num_rows == first["train_pairs"]
     # the trained policy moved away from its reference and is registered with its reference and quality report
+    assert moved_from(again["output_path"], tiny_model) and moved_from(first["output_path"], tiny_model)
     assert json.loads(again["quality"])["quality_status"] == "passed" and again["reference_model"] == Path(tiny_model).resolve().as_posix()
     # the same job again is found, not retrained
     assert train_dpo(training_lake, settings, 0, tiny_model, tiny_model, tmp_path, reports_dir=tmp_path / "reports", progress=False)["created_at"] == first["created_at"]
@@ -99,6 +124,7 @@ def test_deepspeed_zero2_step_and_zero3_loadable_save(training_lake: Lake, tiny_
     pytest.importorskip("deepspeed", reason="deepspeed is not installed")
     from safetensors.torch import load_file
 
+    training_lake = own_copy(training_lake, tmp_path)
     base = load_file(next(Path(tiny_model).glob("*.safetensors")))
     for stage in ("zero2", "zero3"):
         out = tmp_path / stage

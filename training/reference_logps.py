@@ -38,7 +38,7 @@ class ReferenceStore:
         if not self.lake.exists(S.REFERENCE_LOGPS) or not pair_ids:
             return {}
         wanted = (pads.field("reference_model_id") == self.reference_model_id) & (pads.field("encoding_key") == self.encoding) \
-            & pads.field("pair_id").isin(list(set(pair_ids)))
+            & pads.field("pair_id").isin(pa.array(sorted(set(pair_ids)), pa.string()))
         rows = self.lake.read(S.REFERENCE_LOGPS, columns=["pair_id", "chosen_logp", "rejected_logp"], filter=wanted)
         return {p: (c, r) for p, c, r in zip(*(rows.column(n).to_pylist() for n in rows.column_names), strict=True)}
 
