@@ -3,6 +3,7 @@
     prefhouse curate --sources all          prefhouse iterate --iter 2          prefhouse loop
     prefhouse train-rm --preset cpu         prefhouse train-dpo --iter 1 …      prefhouse sql table1
     prefhouse report --iter 1               prefhouse export --out DIR …        prefhouse maintain vacuum
+    prefhouse evaluate --model ID
 
 Each subcommand is the job's own command line (``prefhouse curate --help`` lists every setting with its
 default); the scripts of the card keep working (``python pipelines/run_iteration.py --iter 2``, ``python -m
@@ -20,7 +21,8 @@ from prefhouse.pipelines.core.errors import OK, USAGE, run
 
 JOBS: dict[str, tuple[str, str]] = {  # subcommand: (module with main(argv), what it does)
     "curate": ("prefhouse.pipelines.curate", "raw source files -> the lake's pairs, prompts, quarantine and run log"),
-    "iterate": ("prefhouse.pipelines.run_iteration", "one online iteration: prompts, generate, score, select, report, train"),
+    "iterate": ("prefhouse.pipelines.run_iteration", "one online iteration: prompts, generate, score, select, report, train, evaluate"),
+    "evaluate": ("prefhouse.pipelines.evaluate_policy", "a policy against π0 (and others) on the fixed evaluation set, under two judges"),
     "loop": ("prefhouse.pipelines.run_loop", "the main job: curate, reward model, iterations 1..K, SQL summary"),
     "train-rm": ("prefhouse.training.train_rm", "train the reward model on a lake snapshot"),
     "train-dpo": ("prefhouse.training.train_dpo", "DPO on a lake snapshot, behind the quality report"),

@@ -5,8 +5,10 @@
 
 1. curate the bundled samples of the ten sources into the lake (idempotent: a second run appends nothing);
 2. train the reward model on a snapshot of the curated pairs (skipped when this exact job already ran);
-3. run online iterations 1..K (``pipelines/run_iteration.py``; each resumes where it stopped);
-4. print every historical pair summarised by iteration (``sql/pairs_by_iteration.sql``).
+3. run online iterations 1..K (``pipelines/run_iteration.py``; each resumes where it stopped), each ending by
+   evaluating its new policy against the previous one and π0;
+4. print every historical pair summarised by iteration (``sql/pairs_by_iteration.sql``) and the evaluation
+   table (``sql/evaluations.sql``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(run_query(lake, "pairs_by_iteration")))
     for n, summary in summaries.items():
         print(f"\niteration {n}: " + ", ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in summary.items()))
+    if config.evaluate.enabled:
+        print("\ndid the policy get better? (sql/evaluations.sql: π_t against π_t-1 and π0 on the fixed evaluation set)")
+        print(format_table(run_query(lake, "evaluations")))
     print("\nseconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f", total {time.perf_counter() - t0:.0f}")
     return 0
 

@@ -97,6 +97,26 @@ def response_facts(responses: pl.DataFrame, n: int, used_prompt_ids: set[str] | 
     ).with_columns(pl.lit(n).alias("_n"))
 
 
+def eval_response_facts(responses: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Facts per evaluation answer: n per (prompt, policy, settings), text present, log-probabilities finite."""
+    finite = lambda c: pl.col(c).is_not_null() & pl.col(c).is_finite()  # noqa: E731
+    return responses.select(
+        "response_id", "prompt_id", "iteration",
+        pl.len().over("prompt_id", "policy_model_id", "eval_key").alias("responses_for_prompt"),
+        pl.col("response").is_not_null().alias("has_text"),
+        (finite("logp") & finite("reference_logp")).alias("logps_finite"),
+    )
+
+
+def eval_score_facts(scores: pl.DataFrame, response_ids: pl.Series) -> pl.DataFrame:
+    """Facts per evaluation reward: finite, of a known answer, one per (answer, judge)."""
+    return scores.select(
+        "score_id", "response_id", "iteration",
+        (pl.col("reward").is_not_null() & pl.col("reward").is_finite()).alias("reward_finite"),
+        pl.col("response_id").is_in(response_ids.implode()).alias("has_response"),
+    )
+
+
 def score_facts(scores: pl.DataFrame, responses: pl.DataFrame, n: int) -> pl.DataFrame:
     """Facts per reward: finite, one per response of the iteration, n per prompt."""
     known = responses.select("response_id").with_columns(pl.lit(True).alias("has_response"))

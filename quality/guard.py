@@ -14,7 +14,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
 from prefhouse.pipelines.core.lake import Lake, Staging, staging
 from prefhouse.pipelines.core.runlog import RunRecord
-from prefhouse.quality.checks import Bounds, pair_facts, response_facts, score_facts
+from prefhouse.quality.checks import Bounds, eval_response_facts, eval_score_facts, pair_facts, response_facts, score_facts
 from prefhouse.quality.gates import GateError, Gatekeeper, Verdict, validation_rows
 from prefhouse.quality.suites import SUITE_VERSION, GateContext
 
@@ -89,7 +89,7 @@ def existing_ids(lake: Lake, table: str, column: str, ids: pl.Series, within: pa
     return pl.from_arrow(found.column(column)).alias(ids.name)
 
 
-ROW_IDS = {S.PAIRS: "pair_id", S.RESPONSES: "response_id", S.SCORES: "response_id"}  # what makes a row of each guarded table new
+ROW_IDS = {S.PAIRS: "pair_id", S.RESPONSES: "response_id", S.SCORES: "response_id", S.EVAL_RESPONSES: "response_id", S.EVAL_SCORES: "score_id"}  # what makes a row of each guarded table new
 
 
 @dataclass
@@ -195,3 +195,16 @@ def append_scores(lake: Lake, scores: pl.DataFrame, iteration: int, n: int, pipe
     known = pl.from_arrow(lake.read(S.RESPONSES, columns=["response_id"], filter=pads.field("iteration") == iteration)) if lake.exists(S.RESPONSES) else pl.DataFrame(schema={"response_id": pl.String})
     facts = score_facts(scores, known, n)
     return guarded_append(lake, S.SCORES, scores, "scores", facts, GateContext((iteration,), n=n), pipeline, {"iteration": iteration, "n": n})
+
+
+def append_eval_responses(lake: Lake, responses: pl.DataFrame, iteration: int, n: int) -> AppendResult:
+    """Append evaluation answers (n per prompt, policy and settings) with their log-probabilities, through their suite."""
+    return guarded_append(lake, S.EVAL_RESPONSES, responses, "eval_responses", eval_response_facts(responses, n), GateContext((iteration,), n=n),
+                          "evaluate", {"iteration": iteration, "n": n})
+
+
+def append_eval_scores(lake: Lake, scores: pl.DataFrame, iteration: int) -> AppendResult:
+    """Append one reward per (evaluation answer, judge); a reward of an answer the lake lacks is refused."""
+    known = pl.from_arrow(lake.read(S.EVAL_RESPONSES, columns=["response_id"]).column("response_id")) if lake.exists(S.EVAL_RESPONSES) else pl.Series([], dtype=pl.String)
+    return guarded_append(lake, S.EVAL_SCORES, scores, "eval_scores", eval_score_facts(scores, known), GateContext((iteration,)),
+                          "evaluate", {"iteration": iteration})

@@ -202,6 +202,71 @@ def distribution_plots(values: pl.DataFrame) -> bytes:
     return _png(fig)
 
 
+def evaluations_so_far(lake: Lake, iteration: int) -> pl.DataFrame:
+    """The evaluate stage's metrics of iterations 1..N-1 (the policies DPO round N builds on), one row per number."""
+    if not lake.exists(S.EVALUATIONS):
+        return pl.DataFrame()
+    rows = pl.from_arrow(lake.read(S.EVALUATIONS)).filter(pl.col("iteration").is_between(1, iteration - 1))
+    return rows.select("iteration", "metric", "opponent", "judge", "value", "ci_low", "ci_high", "n_prompts").sort(
+        "iteration", "metric", "opponent", "judge", nulls_last=True)
+
+
+def so_far_plot(rows: pl.DataFrame) -> bytes | None:
+    """Win rates, rewards, length and KL across iterations, each with its bootstrap interval."""
+    if not rows.height:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("win rate (%)", ["win_rate", "lc_win_rate"]), ("mean reward", ["mean_reward"]), ("mean length (chars)", ["mean_chars"]),
+              ("KL to reference (nats)", ["kl_to_reference"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (title, metrics) in zip(axes[0], panels, strict=True):
+        part = rows.filter(pl.col("metric").is_in(metrics))
+        for key, line in part.group_by("metric", "opponent", "judge", maintain_order=True):
+            line = line.sort("iteration")
+            scale = 100 if title.startswith("win") else 1
+            x, y = line["iteration"].to_numpy(), line["value"].to_numpy() * scale
+            err = [y - line["ci_low"].to_numpy() * scale, line["ci_high"].to_numpy() * scale - y]
+            label = " ".join(str(k) for k in key if k)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+        if title.startswith("win"):
+            ax.axhline(50, color="grey", lw=0.8, ls="--")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_xticks(sorted(rows["iteration"].unique().to_list()))
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def training_curves(lake: Lake) -> bytes | None:
+    """The loss of every reward-model, judge and DPO run the lake registered, by step."""
+    if not lake.exists(S.TRAINING_LOGS):
+        return None
+    logs = pl.from_arrow(lake.read(S.TRAINING_LOGS)).filter(pl.col("metric") == "loss")
+    if not logs.height:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted(logs["job_kind"].unique().to_list())
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for (model_id,), run in logs.filter(pl.col("job_kind") == kind).group_by("model_id", maintain_order=True):
+            run = run.sort("step")
+            ax.plot(run["step"].to_numpy(), run["value"].to_numpy(), marker=".", label=model_id)
+        ax.set_title(f"{kind}: training loss", fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def correlation_heatmap(corr: pl.DataFrame) -> bytes:
     """Figure 5 of the paper: mean per-prompt reward/length correlation by group and mean-length decile."""
     import matplotlib
@@ -284,7 +349,9 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
     status = "failed" if failures else "passed"
     out = out_dir / f"iteration-{iteration}"
     out.mkdir(parents=True, exist_ok=True)
-    images = {"distributions.png": distribution_plots(values) if values.height else None, "length_correlation.png": correlation_heatmap(corr)}
+    so_far = evaluations_so_far(lake, iteration)
+    images = {"distributions.png": distribution_plots(values) if values.height else None, "length_correlation.png": correlation_heatmap(corr),
+              "so_far.png": so_far_plot(so_far), "training_curves.png": training_curves(lake)}
     for name, data in images.items():
         if data:
             (out / name).write_bytes(data)
@@ -296,7 +363,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
     }
     report = Report(iteration, versions, status, failures, warnings, out / "report.html", out / "report.md", numbers,
                     scope.snapshot_hash if scope else None)
-    sections = _sections(report, counts, verdict.results, past_failures, ties, drift, native, corr, shares)
+    sections = _sections(report, counts, verdict.results, past_failures, ties, drift, native, corr, shares, so_far)
     report.html_path.write_text(_html(report, sections, images))
     report.markdown_path.write_text(_markdown(report, sections, images))
     (out / "report.json").write_text(json.dumps({**asdict(report), "html_path": str(report.html_path), "markdown_path": str(report.markdown_path)}, default=str, indent=2))
@@ -322,7 +389,7 @@ def reward_tables(values: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return drift, native
 
 
-def _sections(report, counts, gate_results, past_failures, ties, drift, native, corr, shares) -> list[tuple[str, pl.DataFrame | str]]:
+def _sections(report, counts, gate_results, past_failures, ties, drift, native, corr, shares, so_far) -> list[tuple[str, pl.DataFrame | str]]:
     gates = pl.DataFrame([{k: r[k] for k in ("gate", "level", "success", "element_count", "unexpected_count", "observed_value")} for r in gate_results])
     corr_summary = (
         corr.group_by("iteration", "source").agg(pl.len().alias("prompts"), pl.col("r").mean().round(4).alias("mean_r"), pl.col("r").median().round(4).alias("median_r"))
@@ -337,6 +404,8 @@ def _sections(report, counts, gate_results, past_failures, ties, drift, native, 
         ("Reward of online pairs, and drift from the previous iteration under the same reward model", drift if drift.height else "no online pairs"),
         ("Offline sources' native scores (their own scales; not comparable with rewards)", native if native.height else "none"),
         ("Per-prompt reward/length correlation (paper Figure 5)", corr_summary),
+        ("So far: the policies of iterations 1..N-1 on the evaluation set (bootstrap 95% intervals; so_far.png)",
+         so_far if so_far.height else "no evaluated iteration yet"),
     ]
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import great_expectations as gx
-from great_expectations.expectations import Expectation
 from prefhouse.quality.checks import Bounds
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
 
 SUITE_VERSION = "1"
 ROW, BATCH = "row", "batch"
@@ -36,20 +38,28 @@ class GateContext:
     n: int = 0  # responses per prompt the online iteration samples
 
 
+def _expectations():
+    """Great Expectations' expectation classes, imported when a gate is first built (the import costs seconds,
+    which a command's ``--help`` must not pay)."""
+    import great_expectations as gx
+
+    return gx.expectations
+
+
 def _in_set(column: str, values) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: gx.expectations.ExpectColumnValuesToBeInSet(column=column, value_set=values(ctx) if callable(values) else values)
+    return lambda ctx: _expectations().ExpectColumnValuesToBeInSet(column=column, value_set=values(ctx) if callable(values) else values)
 
 
 def _not_null(column: str) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: gx.expectations.ExpectColumnValuesToNotBeNull(column=column)
+    return lambda ctx: _expectations().ExpectColumnValuesToNotBeNull(column=column)
 
 
 def _unique(column: str) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: gx.expectations.ExpectColumnValuesToBeUnique(column=column)
+    return lambda ctx: _expectations().ExpectColumnValuesToBeUnique(column=column)
 
 
 def _between(column: str, low, high=None, strict_min: bool = False) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: gx.expectations.ExpectColumnValuesToBeBetween(
+    return lambda ctx: _expectations().ExpectColumnValuesToBeBetween(
         column=column, min_value=low(ctx) if callable(low) else low, max_value=high(ctx) if callable(high) else high, strict_min=strict_min
     )
 
@@ -89,7 +99,7 @@ PROMPTS_SUITE: list[Gate] = [
 ]
 
 def _exactly_n(column: str) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: gx.expectations.ExpectColumnValuesToBeBetween(column=column, min_value=ctx.n, max_value=ctx.n)
+    return lambda ctx: _expectations().ExpectColumnValuesToBeBetween(column=column, min_value=ctx.n, max_value=ctx.n)
 
 
 RESPONSES_SUITE: list[Gate] = [
@@ -110,6 +120,23 @@ SCORES_SUITE: list[Gate] = [
     Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
 ]
 
+EVAL_RESPONSES_SUITE: list[Gate] = [
+    Gate("response_id_present", BATCH, _not_null("response_id")),
+    Gate("response_id_unique", BATCH, _unique("response_id")),
+    Gate("exactly_n_responses_per_prompt", BATCH, _exactly_n("responses_for_prompt")),
+    Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
+    Gate("response_has_text", BATCH, _in_set("has_text", [True])),
+    Gate("logps_finite", BATCH, _in_set("logps_finite", [True])),
+]
+
+EVAL_SCORES_SUITE: list[Gate] = [
+    Gate("score_id_unique", BATCH, _unique("score_id")),
+    Gate("reward_finite", BATCH, _in_set("reward_finite", [True])),
+    Gate("score_has_response", BATCH, _in_set("has_response", [True])),
+    Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
+]
+
 SUITES: dict[str, list[Gate]] = {
     "pairs": PAIRS_SUITE, "raw": RAW_SUITE, "prompts": PROMPTS_SUITE, "responses": RESPONSES_SUITE, "scores": SCORES_SUITE,
+    "eval_responses": EVAL_RESPONSES_SUITE, "eval_scores": EVAL_SCORES_SUITE,
 }

@@ -63,8 +63,12 @@ def test_batched_samples_are_each_their_own_prompts(tiny_model: str, monkeypatch
 def test_sampling_settings_split_and_validate() -> None:
     assert SamplingSettings(n=8).per_temperature() == [(1.0, 4), (0.7, 4)]
     assert SamplingSettings(n=5).per_temperature() == [(1.0, 3), (0.7, 2)]
-    with pytest.raises(ValueError, match="at least 2"):
-        SamplingSettings(n=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        SamplingSettings(n=0)
+    from prefhouse.pipelines.online.stages import GenerateSettings
+
+    with pytest.raises(ValueError, match="at least 2"):  # the online iteration's pairs need two responses; evaluation needs one
+        GenerateSettings(n=1)
 
 
 def test_generated_responses_scored_and_appended(tiny_model: str, lake: Lake) -> None:

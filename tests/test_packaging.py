@@ -42,3 +42,28 @@ def test_wheel_installs_and_runs_from_any_folder(tmp_path: Path) -> None:
                             "print(s.__file__); print(c.preset_names())"], cwd=elsewhere, capture_output=True, text=True, timeout=120)
     assert str(site) in where.stdout and "['cpu', 'paper']" in where.stdout, where.stdout + where.stderr
     assert (elsewhere / "data" / "lake" / "pairs" / "_delta_log").is_dir()  # the lake is the working folder's, not the package's
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """``--help`` of every job must be instant: no Great Expectations, torch, transformers, TRL, vLLM or matplotlib."""
+    import subprocess
+    import sys
+
+    from prefhouse.pipelines.cli import JOBS
+
+    heavy = ("great_expectations", "torch", "transformers", "trl", "vllm", "matplotlib", "datasets")
+    script = (
+        "import contextlib, io, sys\n"
+        "from prefhouse.pipelines.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        main([sys.argv[1], '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'usage' in out.getvalue(), out.getvalue()\n"
+        f"print('imported: ' + ','.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    for job in JOBS:
+        proc = subprocess.run([sys.executable, "-c", script, job], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip() == "imported:", f"prefhouse {job} --help {proc.stdout.strip()}"

@@ -7,7 +7,7 @@ import pytest
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
-from prefhouse.quality.checks import Bounds, pair_facts, prompt_facts, raw_facts
+from prefhouse.quality.checks import Bounds, eval_response_facts, eval_score_facts, pair_facts, prompt_facts, raw_facts
 from prefhouse.quality.gates import GateError, judge
 from prefhouse.quality.guard import append_pairs
 from prefhouse.quality.suites import SUITES, GateContext
@@ -219,6 +219,19 @@ def prompt_rows(curated_lake: Lake) -> pl.DataFrame:
     return pl.from_arrow(curated_lake.read(S.PROMPTS)).filter(pl.col("source") == "shp").head(5)
 
 
+def eval_answers() -> pl.DataFrame:
+    """Two policies' answers to three evaluation prompts (n = 1), with their log-probabilities."""
+    return pl.DataFrame([
+        {"response_id": f"{pol}-{p}", "prompt_id": p, "iteration": 1, "policy_model_id": pol, "eval_key": "k", "response": f"answer {p}",
+         "logp": -3.0, "reference_logp": -3.5}
+        for pol in ("pi0", "pi1") for p in ("p1", "p2", "p3")
+    ])
+
+
+def eval_rewards() -> pl.DataFrame:
+    return eval_answers().select(("s-" + pl.col("response_id")).alias("score_id"), "response_id", "iteration", pl.lit(0.25).alias("reward"))
+
+
 def raw_rows() -> pl.DataFrame:
     return pl.DataFrame({"_raw_key": [f"train#{i}" for i in range(5)], "_split": ["train"] * 5})
 
@@ -237,6 +250,17 @@ DIRECT_CASES = [
      prompt_facts, GateContext((0,), ("shp",))),
     ("prompts", "prompt_unique_per_source_split", lambda lake: pl.concat([prompt_rows(lake), prompt_rows(lake).head(1)]), prompt_facts, GateContext((0,), ("shp",))),
     ("prompts", "source_partition_matches_run", lambda lake: prompt_rows(lake), prompt_facts, GateContext((0,), ("hh_rlhf",))),
+    ("eval_responses", "response_id_present", lambda lake: set_row(eval_answers(), 2, "response_id", None), lambda df: eval_response_facts(df, 1), GateContext((1,), n=1)),
+    ("eval_responses", "response_id_unique", lambda lake: set_row(eval_answers(), 2, "response_id", "pi0-p1"), lambda df: eval_response_facts(df, 1), GateContext((1,), n=1)),
+    ("eval_responses", "exactly_n_responses_per_prompt", lambda lake: pl.concat([eval_answers(), eval_answers().head(1).with_columns(pl.lit("x").alias("response_id"))]),
+     lambda df: eval_response_facts(df, 1), GateContext((1,), n=1)),
+    ("eval_responses", "iteration_partition_matches_run", lambda lake: eval_answers(), lambda df: eval_response_facts(df, 1), GateContext((2,), n=1)),
+    ("eval_responses", "response_has_text", lambda lake: set_row(eval_answers(), 2, "response", None), lambda df: eval_response_facts(df, 1), GateContext((1,), n=1)),
+    ("eval_responses", "logps_finite", lambda lake: set_row(eval_answers(), 2, "logp", float("nan")), lambda df: eval_response_facts(df, 1), GateContext((1,), n=1)),
+    ("eval_scores", "score_id_unique", lambda lake: set_row(eval_rewards(), 2, "score_id", "s-pi0-p1"), lambda df: eval_score_facts(df, eval_answers()["response_id"]), GateContext((1,))),
+    ("eval_scores", "reward_finite", lambda lake: set_row(eval_rewards(), 2, "reward", float("inf")), lambda df: eval_score_facts(df, eval_answers()["response_id"]), GateContext((1,))),
+    ("eval_scores", "score_has_response", lambda lake: set_row(eval_rewards(), 2, "response_id", "ghost"), lambda df: eval_score_facts(df, eval_answers()["response_id"]), GateContext((1,))),
+    ("eval_scores", "iteration_partition_matches_run", lambda lake: eval_rewards(), lambda df: eval_score_facts(df, eval_answers()["response_id"]), GateContext((3,))),
 ]
 
 

@@ -25,7 +25,13 @@ from .conftest import REPO, SAMPLES
 
 def small_overrides(tiny_model: str, engine: str = "transformers") -> list[str]:
     return [f"iteration.initial_policy={tiny_model}", "prompts.m=4", "generate.max_new_tokens=8", f"generate.engine={engine}",
-            "generate.chunk_prompts=2", "dpo.max_length=128", "dpo.size_matched=1"]
+            "generate.chunk_prompts=2", "dpo.max_length=128", "dpo.size_matched=1", "evaluate.enabled=false"]
+
+
+def evaluation_overrides(tiny_model: str) -> list[str]:
+    """The evaluate stage on, small: 8 prompts, 8 new tokens, a tiny second judge."""
+    return ["evaluate.enabled=true", "evaluate.prompts=8", "evaluate.max_new_tokens=8", "evaluate.bootstrap=200",
+            f"judge.base_model={tiny_model}", "judge.max_length=128", "judge.size_matched=2"]
 
 
 def small_config(tiny_model: str, engine: str = "transformers", *extra: str) -> IterationConfig:
@@ -80,13 +86,14 @@ run_iteration(Lake({lake!r}), 1, config, models_dir=Path({out!r}) / "models", re
 def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: Path, engine: str) -> None:
     if engine == "vllm":
         pytest.importorskip("vllm", reason="vLLM cannot be imported here (pip install -e '.[cpu]' or '.[gpu]')")
-    config = small_config(tiny_model, engine)
+    evaluated = engine == "transformers"  # the evaluate stage once, on the cheaper engine
+    config = small_config(tiny_model, engine, *(evaluation_overrides(tiny_model) if evaluated else []))
     for n in (1, 2):
         if n == 2:  # a newer reward model registered between iterations: "latest" stays the one iteration 1 scored with
             newer = train_reward_model(ready_lake, RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.4),
                                        tmp_path / "models", progress=False)
         timings, summary = run(ready_lake, n, config, tmp_path)
-        assert list(timings) == ["prompts", "generate", "score", "select", "report", "train"]
+        assert list(timings) == ["prompts", "generate", "score", "select", "report", "train", "evaluate"]
         assert summary["pairs"] + summary["ties_dropped"] + summary["identical_dropped"] == 4
         assert Path(summary["report"]).exists() and Path(summary["new_policy"], "config.json").exists()
     responses = pl.from_arrow(ready_lake.read(S.RESPONSES))
@@ -117,6 +124,53 @@ def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: 
     assert run(ready_lake, 2, config, tmp_path)[0] == {}
     train_reward_model(ready_lake, rm_settings(tiny_model), tmp_path / "models", progress=False)
     assert ready_lake.versions(list(S.CORE_TABLES)) == before
+    if evaluated:
+        check_evaluations(ready_lake, tiny_model, tmp_path, config, trained["new_policy_id"])
+
+
+def check_evaluations(lake: Lake, tiny_model: str, tmp_path: Path, config: IterationConfig, policy_1: str) -> None:
+    """What the evaluate stages of iterations 1 and 2 left: a fixed set no iteration drew, answers made once, two
+    judges, the metrics' shape, and a re-run that adds nothing."""
+    drawn = set(lake.read(S.DRAWN_PROMPTS, columns=["prompt_id"]).column("prompt_id").to_pylist())
+    eval_set = set(lake.read(S.EVAL_PROMPTS, columns=["prompt_id"]).column("prompt_id").to_pylist())
+    assert len(eval_set) == 8 and eval_set.isdisjoint(drawn)
+    answers = pl.from_arrow(lake.read(S.EVAL_RESPONSES))
+    assert answers.group_by("policy_model_id").len()["len"].to_list() == [8, 8, 8]  # π0, π1, π2: each answered every prompt once
+    own_reference = answers.filter(pl.col("policy_model_id") == pl.col("reference_model_id"))
+    assert answers["logp"].is_finite().all() and own_reference.height == 8 and (own_reference["logp"] == own_reference["reference_logp"]).all()
+    judges = pl.from_arrow(lake.read(S.EVAL_SCORES)).group_by("judge_role").agg(pl.col("judge_model_id").n_unique(), pl.len()).sort("judge_role")
+    assert judges.rows() == [("proxy", 1, 24), ("second", 1, 24)]
+    kinds = {r["model_id"]: r["job_kind"] for r in run_query(lake, "SELECT model_id, job_kind FROM models").to_pylist()}
+    scored_by = pl.from_arrow(lake.read(S.EVAL_SCORES)).group_by("judge_role").agg(pl.col("judge_model_id").first())
+    assert {r: kinds[m] for r, m in scored_by.iter_rows()} == {"proxy": "reward_model", "second": "judge"}
+    evaluations = pl.from_arrow(lake.read(S.EVALUATIONS))
+    for iteration in (1, 2):
+        rows = evaluations.filter(pl.col("iteration") == iteration)
+        assert rows.height == 17  # 3 rates x 2 opponents x 2 judges, a mean reward per judge, length in chars and tokens, KL
+        rates = rows.filter(pl.col("metric").is_in(["win_rate", "tie_rate", "lc_win_rate"]))
+        assert set(rates["opponent"]) == {"previous", "initial"} and set(rates["judge"]) == {"proxy", "second"}
+        assert (rows["ci_low"] <= rows["value"] + 1e-12).all() and (rows["value"] <= rows["ci_high"] + 1e-12).all() and set(rows["n_prompts"]) == {8}
+    pi0 = own_reference["policy_model_id"][0]
+    assert set(evaluations.filter((pl.col("iteration") == 1) & (pl.col("metric") == "win_rate"))["opponent_model_id"]) == {pi0}  # π_{0} twice
+    # every training run's curves are in the lake, and iteration 2's report shows iteration 1's evaluation and the curves
+    curves = run_query(lake, "SELECT DISTINCT job_kind FROM training_logs WHERE metric = 'loss'").column("job_kind").to_pylist()
+    assert sorted(curves) == ["dpo", "judge", "reward_model"]
+    report = tmp_path / "reports" / "iteration-2"
+    so_far = report.joinpath("report.md").read_text().split("## So far", 1)[1].split("\n## ", 1)[0]
+    assert "| 1 | win_rate | previous | proxy |" in so_far and "| 2 |" not in so_far
+    assert report.joinpath("so_far.png").stat().st_size > 5_000 and report.joinpath("training_curves.png").stat().st_size > 5_000
+    # resuming the stage, or evaluating again, adds nothing; a policy against itself: 50%, every prompt a tie
+    before = lake.versions([S.EVAL_RESPONSES, S.EVAL_SCORES, S.EVALUATIONS])
+    run(lake, 2, config, tmp_path, from_stage="evaluate")
+    assert lake.versions([S.EVAL_RESPONSES, S.EVAL_SCORES, S.EVALUATIONS]) == before
+    from prefhouse.pipelines.evaluate_policy import main as evaluate_main
+
+    sets = [x for o in small_overrides(tiny_model) + evaluation_overrides(tiny_model) for x in ("--set", o)]
+    assert evaluate_main(["--model", policy_1, "--against", policy_1, "--lake", lake.uri, "--models-dir", str(tmp_path / "models"), *sets]) == 0
+    itself = pl.from_arrow(lake.read(S.EVALUATIONS)).filter((pl.col("iteration") == 0) & (pl.col("opponent") == f"against:{policy_1}"))
+    assert itself.filter(pl.col("metric") == "win_rate")["value"].to_list() == [0.5, 0.5]
+    assert itself.filter(pl.col("metric") == "tie_rate")["value"].to_list() == [1.0, 1.0]
+    assert lake.versions([S.EVAL_RESPONSES, S.EVAL_SCORES]) == {t: v for t, v in before.items() if t != S.EVALUATIONS}  # nothing answered again
 
 
 def test_kill_9_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
@@ -152,7 +206,7 @@ def test_kill_9_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(tin
     monkeypatch.setattr(G.TransformersEngine, "generate", counting)
     kept = set(lake.read(S.RESPONSES).column("prompt_id").to_pylist())
     timings, _ = run(lake, 1, config, crashed)
-    assert list(timings) == ["generate", "score", "select", "report", "train"]
+    assert list(timings) == ["generate", "score", "select", "report", "train", "evaluate"]
     assert len(generated) == 2 and kept.isdisjoint(generated)  # the resume kept the landed chunk's responses, generated the rest
     assert lake_rows(lake) == lake_rows(clean_lake)
     # --force re-runs every stage and writes no duplicate
@@ -213,7 +267,7 @@ def test_train_stage_refuses_a_failed_report_until_overridden(ready_lake: Lake, 
     assert events.filter(pl.col("stage") == "report")["status"].to_list() == ["started", "done"]
     assert events.filter(pl.col("stage") == "train")["status"].to_list() == ["started", "failed"]
     timings, summary = run(ready_lake, 1, config, tmp_path, override_quality=True)
-    assert list(timings) == ["train"] and summary["report_status"] == "failed"
+    assert list(timings) == ["train", "evaluate"] and summary["report_status"] == "failed"
     model = [m for m in ready_lake.read(S.MODELS).to_pylist() if m["job_kind"] == "dpo"][-1]
     assert json.loads(model["quality"])["quality_override"] is True
 
@@ -231,12 +285,12 @@ def test_reselecting_with_other_settings_replaces_the_iterations_pairs(ready_lak
     version = ready_lake.version(S.PAIRS)
     through_select(small_config(tiny_model), ["select"])  # the same settings again: nothing to write
     assert ready_lake.version(S.PAIRS) == version
-    # the user's command: --from-stage select with another strategy re-runs select, report and train
+    # the user's command: --from-stage select with another strategy re-runs select, report, train (and evaluate, off here)
     sets = [x for o in small_overrides(tiny_model) + ["select.strategy=max_random", "select.seed=3"] for x in ("--set", o)]
     assert main(["--iter", "1", "--lake", ready_lake.uri, "--preset", "cpu", "--from-stage", "select", *sets,
                  "--models-dir", str(tmp_path / "models"), "--reports-dir", str(tmp_path / "reports")]) == 0
     events = pl.from_arrow(ready_lake.read(S.ITERATIONS)).filter(pl.col("status") == "done").sort("at")["stage"].to_list()
-    assert events[-3:] == ["select", "report", "train"] and events.count("train") == 1
+    assert events[-4:] == ["select", "report", "train", "evaluate"] and events.count("train") == 1
     second = pl.from_arrow(ready_lake.read(S.PAIRS, filter=pads.field("iteration") == 1))
     assert ready_lake.version(S.PAIRS) == version + 1  # one commit: old pairs out, new pairs in
     assert second["prompt_id"].is_unique().all() and set(second["rule"]) == {"select.max_random"}

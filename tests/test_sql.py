@@ -21,7 +21,7 @@ def test_every_named_query_runs(curated_lake: Lake) -> None:
     some_pair = run_query(curated_lake, "SELECT min(pair_id) AS p FROM pairs").column("p")[0].as_py()
     for name in named_queries():
         result = run_query(curated_lake, name, params={"pair_id": some_pair, "model_id": "no-model-yet"})
-        if name not in ("model_pairs", "pair_models"):  # no model has been trained in this lake
+        if name not in ("model_pairs", "pair_models", "evaluations"):  # no model has been trained or evaluated in this lake
             assert result.num_rows > 0, name
 
 
@@ -222,3 +222,25 @@ def test_a_log_naming_a_file_outside_the_table_is_not_read(lake: Lake, tmp_path:
     (log / f"{1:020d}.json").write_text(json.dumps({"commitInfo": {"timestamp": 1}}) + "\n" + json.dumps(add) + "\n")
     with pytest.raises(LakeError, match="outside the table"):
         lake.read("t")
+
+
+def test_a_query_registers_only_the_tables_it_names(curated_lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each registered table costs a read of its Delta log: a query of pair_texts reads the pairs log and no other."""
+    from prefhouse.pipelines.core import sql as sql_module
+
+    opened: list[str] = []
+    real = curated_lake.dataset
+
+    def counting(table, version=None):
+        opened.append(table)
+        return real(table, version)
+
+    monkeypatch.setattr(curated_lake, "dataset", counting)
+    assert run_query(curated_lake, "SELECT count(*) AS n FROM pair_texts").column("n")[0].as_py() > 0
+    assert opened == ["pairs"]
+    opened.clear()
+    run_query(curated_lake, "pair_provenance", params={"pair_id": "x"})
+    assert "raw_shp" in opened and "prompts" not in opened and "validations" not in opened
+    assert sql_module.referenced_names("SELEC nonsense") is None  # unparsable: every table is registered and DuckDB words the error
+    with pytest.raises(duckdb.Error, match="syntax error"):
+        run_query(curated_lake, "SELECT * FROM pairs WHERE")

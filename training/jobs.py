@@ -42,6 +42,8 @@ class Optimisation(PairChoice):
     lr_scheduler: str = setting("cosine", "transformers' scheduler name")
     seed: int = setting(42, "training and data seed")
     deepspeed: str | None = setting(None, "zero2 | zero3 (training/deepspeed/) | a DeepSpeed JSON config path")
+    report_to: str = setting("none", "experiment tracker of the Trainer: none | trackio (runs kept locally) | wandb | tensorboard; "
+                                     "every logged step also lands in the lake's training_logs table whatever this says")
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.epochs <= 0 or self.per_device_batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -62,7 +64,7 @@ class Optimisation(PairChoice):
             per_device_train_batch_size=self.per_device_batch_size, per_device_eval_batch_size=self.per_device_batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps, max_length=self.max_length,
             warmup_steps=self.warmup_ratio, lr_scheduler_type=self.lr_scheduler, seed=self.seed, data_seed=self.seed,
-            report_to="none", save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
+            report_to=self.report_to, save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
             bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), dataset_num_proc=None,
         )
         if self.deepspeed:
@@ -97,8 +99,13 @@ def model_key(path: str, models_dir: Path) -> str:
     return str(p.resolve()) if p.exists() else path
 
 
+NOT_WEIGHTS = ("report_to",)  # settings that do not change the weights, so not the model's id either
+
+
 def job_model_id(kind: str, **inputs) -> str:
-    spec = json.dumps(inputs, sort_keys=True, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+    """The id of a job's model: a hash of what decides its weights."""
+    as_dict = lambda o: {k: v for k, v in asdict(o).items() if k not in NOT_WEIGHTS}  # noqa: E731
+    spec = json.dumps(inputs, sort_keys=True, default=lambda o: as_dict(o) if hasattr(o, "__dataclass_fields__") else str(o))
     return f"{kind}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 

@@ -30,8 +30,12 @@ def register_model(
     reference_model: str | None = None,
     quality: dict | None = None,
     unused: set[str] | frozenset[str] = frozenset(),
+    log_history: list[dict] | None = None,
 ) -> dict[str, int]:
-    """Append the model row and its pair lineage (one commit per table, models last); return versions.
+    """Append the model row, its pair lineage and its training curves (one commit per table, models last); return versions.
+
+    ``log_history``: the Trainer's ``state.log_history``, every numeric value of every logged step, kept as
+    ``training_logs`` rows so the report can plot any run's curves long after its process is gone.
 
     ``unused``: train pairs of the snapshot the trainer dropped (TRL drops those longer than max_length);
     their lineage rows say ``train_unused`` so "which pairs trained this model" stays exact.
@@ -53,5 +57,19 @@ def register_model(
     ])
     with staging(lake) as stage:
         stage.add(S.TRAINING_PAIRS, lineage, S.TRAINING_PAIR_SCHEMA)
+        curves = training_log_rows(model_id, job_kind, log_history or [])
+        if curves.num_rows:
+            stage.add(S.TRAINING_LOGS, curves, S.TRAINING_LOG_SCHEMA)
         stage.add(S.MODELS, pa.Table.from_pylist([row], schema=S.MODEL_SCHEMA), S.MODEL_SCHEMA)
         return stage.commit({"prefhouse.model_id": model_id})
+
+
+def training_log_rows(model_id: str, job_kind: str, log_history: list[dict]) -> pa.Table:
+    """One row per (logged step, numeric metric) of a Trainer's ``log_history``."""
+    rows = [
+        {"model_id": model_id, "job_kind": job_kind, "step": int(entry.get("step", i)), "epoch": entry.get("epoch"), "metric": key, "value": float(value)}
+        for i, entry in enumerate(log_history)
+        for key, value in entry.items()
+        if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+    return pa.Table.from_pylist(rows, schema=S.TRAINING_LOG_SCHEMA)

@@ -17,6 +17,21 @@ from prefhouse.training.models import with_distinct_pad
 from tqdm import tqdm
 
 
+def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped into length-sorted batches whose padded size stays under the token budget."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    groups, current = [], []
+    for i in order:
+        longest = max([lengths[j] for j in current] + [lengths[i]])
+        if current and (longest * (len(current) + 1) > batch_tokens or len(current) >= max_batch):
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
 class RewardScorer:
     """A scalar-head sequence classifier (``num_labels = 1``) over a chat model's checkpoint."""
 
@@ -39,18 +54,7 @@ class RewardScorer:
         return self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices grouped into length-sorted batches whose padded size stays under the token budget."""
-        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-        groups, current = [], []
-        for i in order:
-            longest = max([lengths[j] for j in current] + [lengths[i]])
-            if current and (longest * (len(current) + 1) > self.batch_tokens or len(current) >= self.max_batch):
-                groups.append(current)
-                current = []
-            current.append(i)
-        if current:
-            groups.append(current)
-        return groups
+        return length_batches(lengths, self.batch_tokens, self.max_batch)
 
     def score(self, prompts: Sequence[list[dict]], responses: Sequence[str], progress: bool = True, bucketed: bool = True) -> np.ndarray:
         """One float per (prompt, response), in input order. ``bucketed=False`` scores one pair at a time."""
@@ -84,3 +88,46 @@ def score_responses(scorer: RewardScorer, responses, reward_model_id: str, run_i
         pl.Series("reward", rewards, dtype=pl.Float64), pl.lit(reward_model_id).alias("reward_model_id"),
         pl.lit(run_id).alias("run_id"), pl.lit(datetime.now(UTC), pl.Datetime("us", "UTC")).alias("created_at"),
     )
+
+
+class SequenceLogProbs:
+    """Log-probability of each response given its prompt under a causal LM: the sum over the response's tokens.
+
+    The response is re-tokenised from its text (the engines return text), followed by EOS when the sampler
+    stopped on it; batches are length-bucketed and right-padded, so padding never enters a sum.
+    """
+
+    def __init__(self, model_path: str, batch_tokens: int = 8_192, max_batch: int = 32):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.batch_tokens, self.max_batch = batch_tokens, max_batch
+
+    def logps(self, prompts: Sequence[list[dict]], responses: Sequence[str], ended: Sequence[bool], progress: bool = True) -> np.ndarray:
+        import torch
+
+        tok = self.tokenizer
+        encoded = []
+        for prompt, response, stop in zip(prompts, responses, ended, strict=True):
+            head = tok.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            tail = tok(response, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if stop else [])
+            encoded.append((list(head), tail))
+        out = np.zeros(len(encoded), dtype=np.float64)
+        groups = length_batches([len(h) + len(t) for h, t in encoded], self.batch_tokens, self.max_batch)
+        with torch.inference_mode():
+            for group in tqdm(groups, desc="log-probs", unit=" batches", disable=not progress, leave=False):
+                width = max(len(encoded[i][0]) + len(encoded[i][1]) for i in group)
+                ids = torch.full((len(group), width), tok.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(group), width), dtype=torch.long)
+                scored = torch.zeros((len(group), width), dtype=torch.bool)  # positions whose token is a response token
+                for row, i in enumerate(group):
+                    head, tail = encoded[i]
+                    ids[row, : len(head) + len(tail)] = torch.tensor(head + tail)
+                    mask[row, : len(head) + len(tail)] = 1
+                    scored[row, len(head): len(head) + len(tail)] = True
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                token_logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+                out[group] = (token_logps * scored[:, 1:]).sum(-1).double().numpy()
+        return out

@@ -122,11 +122,13 @@ def train_dpo(
             metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / settings.epochs,
                        "prepare_seconds": prepared - t0, "train_pairs": len(train_rows), "train_pairs_unused": len(unused), "reference_logps_computed": store.computed,
                        "reference_logps_reused": store.reused}
-            last = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
+            log_history = list(trainer.state.log_history)
+            last = [h for h in log_history if "rewards/accuracies" in h]
             if last:
                 metrics.update({f"train_{k}": v for k, v in last[-1].items() if k.startswith(("rewards/", "logps/"))})
             if eval_set is not None:
                 metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
+                log_history = list(trainer.state.log_history)  # with the evaluation's entry
             trainer.save_model(str(out))  # ZeRO-3: full weights gathered on save (stage3_gather_16bit_weights_on_model_save)
             tokenizer.save_pretrained(str(out))
             del trainer
@@ -135,7 +137,7 @@ def train_dpo(
         run.rows_in = len(train_rows)
         hyper = {**asdict(settings), "iteration": iteration, "override_quality": override_quality}
         register_model(lake, model_id, "dpo", policy_path, snapshot, hyper, metrics, str(output), "succeeded", run.run_id,
-                       reference_model=model_key(reference_path, models_dir), quality=quality, unused=unused)
+                       reference_model=model_key(reference_path, models_dir), quality=quality, unused=unused, log_history=log_history)
     return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
 
 

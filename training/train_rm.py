@@ -82,8 +82,12 @@ def evaluate(scorer, rows: list[dict], min_responses: int = 3, progress: bool = 
 
 
 def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Path = models.DEFAULT_DIR,
-                       snapshot: Snapshot | None = None, progress: bool = True) -> dict:
-    """Train (or find, if this exact job already ran) the reward model; returns its ``models`` row."""
+                       snapshot: Snapshot | None = None, progress: bool = True, job_kind: str = "reward_model") -> dict:
+    """Train (or find, if this exact job already ran) the reward model; returns its ``models`` row.
+
+    ``job_kind``: ``reward_model`` (the proxy the iterations score with) or ``judge`` (the evaluation's
+    second judge: registered apart so that ``reward_model = "latest"`` never picks it).
+    """
     from datasets import Dataset
     from prefhouse.training.scoring import RewardScorer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
@@ -91,7 +95,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
 
     snapshot = snapshot or resolve(lake, settings.selection(), columns="pair_id, prompt_id, source, iteration")
     base_path = models.resolve(settings.base_model, models_dir)
-    model_id = job_model_id("rm", base=model_key(base_path, models_dir), pairs_table=lake.table_id(S.PAIRS), snapshot=snapshot.snapshot_hash,
+    model_id = job_model_id("rm" if job_kind == "reward_model" else job_kind, base=model_key(base_path, models_dir), pairs_table=lake.table_id(S.PAIRS), snapshot=snapshot.snapshot_hash,
                             settings=settings)
     done = finished_model(lake, model_id)
     if done:
@@ -119,7 +123,8 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
             tokenizer.save_pretrained(str(out))
             train_seconds = time.perf_counter() - t0
             metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "train_pairs": len(train_rows), "train_pairs_unused": len(unused)}
-            history = [h for h in trainer.state.log_history if "accuracy" in h]
+            log_history = list(trainer.state.log_history)
+            history = [h for h in log_history if "accuracy" in h]
             if history:
                 metrics["train_accuracy_last_step"] = history[-1]["accuracy"]
             del trainer, model
@@ -129,8 +134,8 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
         output = models_dir / model_id
         run.timings = {"train": train_seconds, "total": time.perf_counter() - t0}
         run.rows_in = len(train_rows)
-        register_model(lake, model_id, "reward_model", base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id,
-                       unused=unused)
+        register_model(lake, model_id, job_kind, base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id,
+                       unused=unused, log_history=log_history)
     return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from prefhouse.pipelines.core.settings import SettingsError, coerce, load_config, merge, parse_overrides
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
-SECTIONS = {"reward_model", "dpo", "prompts", "generate", "select", "iteration"}
+SECTIONS = {"reward_model", "dpo", "prompts", "generate", "select", "iteration", "evaluate", "judge"}
 
 
 def preset_names() -> list[str]:

@@ -61,6 +61,7 @@ class Lake:
 
     uri: str = DEFAULT_LAKE
     storage_options: dict[str, str] = field(default_factory=dict)
+    _schemas_checked: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.uri = str(self.uri).rstrip("/")
@@ -163,11 +164,13 @@ class Lake:
         schema-change commit, so a lake outlives a release that adds a column instead of refusing appends.
         """
         if self.exists(table):
-            dt = self.delta(table)
-            have = {f.name for f in dt.schema().fields}
-            missing = [Field.from_arrow(f) for f in schema if f.name not in have]
-            if missing:
-                dt.alter.add_columns(missing)
+            if table not in self._schemas_checked:  # once per table and process: reading the log costs a few ms
+                dt = self.delta(table)
+                have = {f.name for f in dt.schema().fields}
+                missing = [Field.from_arrow(f) for f in schema if f.name not in have]
+                if missing:
+                    dt.alter.add_columns(missing)
+                self._schemas_checked.add(table)
             return
         DeltaTable.create(
             self.table_uri(table),

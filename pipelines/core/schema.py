@@ -43,6 +43,11 @@ ITERATIONS = "iterations"
 TRAINING_PAIRS = "training_pairs"
 REFERENCE_LOGPS = "reference_logps"
 DRAWN_PROMPTS = "drawn_prompts"
+EVAL_PROMPTS = "eval_prompts"
+EVAL_RESPONSES = "eval_responses"
+EVAL_SCORES = "eval_scores"
+EVALUATIONS = "evaluations"
+TRAINING_LOGS = "training_logs"
 
 
 def raw_table(source: str) -> str:
@@ -258,6 +263,83 @@ DRAWN_PROMPT_SCHEMA = pa.schema(
     ]
 )
 
+# The fixed evaluation prompt set, drawn once (evaluation splits first, then a held-out slice of the pool) and
+# never drawn by an online iteration.
+EVAL_PROMPT_SCHEMA = pa.schema(
+    [
+        ("eval_rank", pa.int32()),
+        ("prompt_id", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("origin", pa.string()),  # evaluation_split | other_source (a source the online draw does not use) | held_out (out of the draw's pool)
+        ("prompt", MESSAGES),
+        ("prompt_text", pa.string()),
+        ("seed", pa.int64()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+# A policy's answers to the evaluation prompts (partition: the iteration whose evaluate stage made them, 0 for
+# a standalone ``prefhouse evaluate``), with their log-probabilities under the policy and under π0 (the KL estimate).
+EVAL_RESPONSE_SCHEMA = pa.schema(
+    [f for f in RESPONSE_SCHEMA if f.name not in ("run_id", "created_at")]
+    + [
+        ("eval_key", pa.string()),  # digest of the evaluation's sampling settings: answers under other settings are other rows
+        ("logp", pa.float64()),  # sum of the response tokens' log-probabilities under the policy that wrote it
+        ("reference_logp", pa.float64()),  # the same under the reference policy (π0)
+        ("reference_model_id", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+# One reward per (evaluation answer, judge): the proxy reward model DPO's pairs were selected by, and a second judge.
+EVAL_SCORE_SCHEMA = pa.schema(
+    [
+        ("score_id", pa.string()),  # md5(response_id, judge_model_id)
+        ("response_id", pa.string()),
+        ("iteration", pa.int32()),
+        ("judge_model_id", pa.string()),
+        ("judge_role", pa.string()),  # proxy | second
+        ("reward", pa.float64()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+# Metrics per iteration: one row per (policy, opponent, judge, metric), with a bootstrap interval over prompts.
+EVALUATION_SCHEMA = pa.schema(
+    [
+        ("iteration", pa.int32()),
+        ("policy_model_id", pa.string()),
+        ("opponent", pa.string()),  # previous | initial | null (a metric of the policy alone)
+        ("opponent_model_id", pa.string()),
+        ("judge", pa.string()),  # proxy | second | null (lengths, KL)
+        ("judge_model_id", pa.string()),
+        ("metric", pa.string()),  # win_rate | tie_rate | lc_win_rate | mean_reward | mean_chars | mean_tokens | kl_to_reference
+        ("value", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("n_prompts", pa.int32()),
+        ("eval_key", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
+
+# Every step the Trainer logged in a reward-model or DPO run (its curves), long format.
+TRAINING_LOG_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("job_kind", pa.string()),
+        ("step", pa.int64()),
+        ("epoch", pa.float64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
 # DPO reference log-probabilities, computed once per (pair, reference model, encoding) and reused across epochs
 # and iterations. encoding_key names what changes the numbers besides the model: chat template, max_length,
 # truncation mode (training.reference_logps.encoding_key).
@@ -308,6 +390,11 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     TRAINING_PAIRS: (TRAINING_PAIR_SCHEMA, []),
     REFERENCE_LOGPS: (REFERENCE_LOGP_SCHEMA, []),
     DRAWN_PROMPTS: (DRAWN_PROMPT_SCHEMA, ["iteration"]),
+    EVAL_PROMPTS: (EVAL_PROMPT_SCHEMA, []),
+    EVAL_RESPONSES: (EVAL_RESPONSE_SCHEMA, ["iteration"]),
+    EVAL_SCORES: (EVAL_SCORE_SCHEMA, ["iteration"]),
+    EVALUATIONS: (EVALUATION_SCHEMA, ["iteration"]),
+    TRAINING_LOGS: (TRAINING_LOG_SCHEMA, []),
 }
 
 RAW_INGEST_COLUMNS = [

@@ -17,6 +17,7 @@ and never inside the lake.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -121,14 +122,86 @@ def resolve_as_of(lake: Lake, spec: str | None, tables: list[str]) -> dict[str, 
     return {t: lake.version_at(t, when) for t in tables}
 
 
-def connect(lake: Lake, as_of: str | None = None, memory_limit: str = DEFAULT_MEMORY_LIMIT) -> tuple[duckdb.DuckDBPyConnection, Versions]:
-    """An in-memory DuckDB connection with every lake table as a view, locked read-only before any is registered."""
+_parser = threading.local()
+
+
+def referenced_names(sql: str) -> set[str] | None:
+    """The table and view names ``sql`` reads (CTE names included, harmlessly), from DuckDB's parse tree without
+    binding; None when it does not parse (then every table is registered and DuckDB words the error)."""
+    con = getattr(_parser, "con", None)
+    if con is None:
+        con = _parser.con = duckdb.connect(":memory:")
+    names: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+                names.add(node["table_name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    try:
+        for statement in con.extract_statements(sql):
+            tree = json.loads(con.execute("SELECT json_serialize_sql($1)", [statement.query]).fetchone()[0])
+            if tree.get("error"):
+                return None
+            walk(tree)
+    except duckdb.Error:
+        return None
+    return names
+
+
+@functools.cache
+def _views() -> dict[str, tuple[str, set[str]]]:
+    """views.sql's views: name -> (its CREATE statement, the names it reads); parsed once per process."""
+    if not VIEWS_FILE.exists():
+        return {}
+    parser = duckdb.connect(":memory:")
+    try:
+        views = {}
+        for statement in parser.extract_statements(VIEWS_FILE.read_text()):
+            name = re.search(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)", statement.query, re.I)
+            if name:  # json_serialize_sql parses SELECTs only: the names are read from the view's query
+                body = re.sub(r"^\s*AS\s+", "", statement.query[name.end():], flags=re.I)
+                views[name.group(1)] = (statement.query, referenced_names(body) or set())
+        return views
+    finally:
+        parser.close()
+
+
+def needed_names(names: set[str]) -> set[str]:
+    """``names`` with every view's own inputs, transitively (a query of ``pair_texts`` needs ``pairs``)."""
+    views, needed, todo = _views(), set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(views.get(name, ("", set()))[1])
+    return needed
+
+
+def connect(lake: Lake, as_of: str | None = None, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+            names: set[str] | None = None) -> tuple[duckdb.DuckDBPyConnection, Versions]:
+    """An in-memory DuckDB connection with the lake's tables as views, locked read-only before any is registered.
+
+    ``names``: only the tables (and views.sql's views) these names need are registered, so a query reads the
+    Delta logs of the tables it names and no other; None registers every table.
+    """
     con = duckdb.connect(":memory:", config={"temp_directory": _private_temp_dir(), "memory_limit": memory_limit})
     for statement in ("SET enable_external_access = false", "SET autoinstall_known_extensions = false",
                       "SET autoload_known_extensions = false", "SET lock_configuration = true"):
         con.execute(statement)
     empty = {t: sch for t, (sch, _) in S.CORE_TABLES.items()}  # core tables read as empty before their first write
     tables = sorted(t for t in set(lake.tables()) | set(empty) if TABLE_NAME.fullmatch(t))
+    needed = needed_names(names) if names is not None else None
+    if needed is not None:
+        if as_of and "=" in as_of and not as_of.startswith("run:"):  # tables pinned by name are registered too
+            needed |= {part.partition("=")[0].strip() for part in as_of.split(",")}
+        wants_raw = "raw_rows" in needed
+        tables = [t for t in tables if t in needed or (wants_raw and t.startswith("raw_"))]
     pins = resolve_as_of(lake, as_of, tables)
     versions: Versions = {}
     raw_tables = []
@@ -150,8 +223,9 @@ def connect(lake: Lake, as_of: str | None = None, memory_limit: str = DEFAULT_ME
         for t in raw_tables
     ) or "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS raw_key, NULL::VARCHAR AS split, NULL::VARCHAR AS source_file, NULL::VARCHAR AS run_id, NULL::JSON AS row_json WHERE false"
     con.execute(f"CREATE VIEW raw_rows AS {raw_union}")
-    if VIEWS_FILE.exists():
-        con.execute(VIEWS_FILE.read_text())
+    for name, (statement, _) in _views().items():
+        if needed is None or name in needed:
+            con.execute(statement)
     return con, versions
 
 
@@ -163,10 +237,10 @@ def query_parameters(con: duckdb.DuckDBPyConnection, sql: str) -> set[str]:
 def run_query(lake: Lake, query: str, as_of: str | None = None, params: dict[str, str] | None = None,
               memory_limit: str = DEFAULT_MEMORY_LIMIT, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
     """Run ``query`` (a name, a file or SQL text) and return its rows as an Arrow table; interrupted after ``timeout_s``."""
-    con, _ = connect(lake, as_of, memory_limit)
+    sql = resolve_query(query)
+    con, _ = connect(lake, as_of, memory_limit, referenced_names(sql))
     timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
     try:
-        sql = resolve_query(query)
         used = query_parameters(con, sql)
         missing = used - set(params or {})
         if missing:

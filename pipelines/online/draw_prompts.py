@@ -17,6 +17,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.settings import setting
+from prefhouse.pipelines.online.evaluate import eval_prompt_ids
 from prefhouse.quality.guard import used_prompts, used_response_prompts
 
 # The recipe's prompt pool (DIBT-10K is not among the ten curated sources, so it is not in the default).
@@ -43,14 +44,15 @@ class DrawSettings:
 
 
 def used_prompt_ids(lake: Lake, iteration: int) -> set[str]:
-    """Prompts other iterations generated responses for or made online pairs from."""
-    return used_response_prompts(lake, iteration) | used_prompts(lake, iteration)
+    """Prompts other iterations generated responses for or made online pairs from, and the evaluation set's."""
+    return used_response_prompts(lake, iteration) | used_prompts(lake, iteration) | eval_prompt_ids(lake)
 
 
 def quotas(available: dict[str, int], m: int, mixture: dict[str, float]) -> dict[str, int]:
     """Prompts per source: m split by the shares, capped by what each source has, shortfalls handed on."""
     if sum(available.values()) < m:
-        raise ValueError(f"only {sum(available.values())} fresh prompts in {sorted(available)}, {m} asked for")
+        raise ValueError(f"only {sum(available.values())} fresh prompts in {sorted(available)}, {m} asked for (prompts of other "
+                         f"iterations and of the evaluation set are not fresh: curate more data, or take fewer)")
     quota = {s: 0 for s in mixture}
     remaining, open_sources = m, [s for s in mixture if available.get(s, 0) > 0 and mixture[s] > 0]
     while remaining and open_sources:

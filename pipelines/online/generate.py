@@ -30,8 +30,8 @@ class SamplingSettings:
     seed: int = setting(42, "sampling seed; each prompt's seed derives from it, so a resumed stage reproduces its responses")
 
     def __post_init__(self) -> None:
-        if self.n < 2:
-            raise ValueError("n must be at least 2: a pair needs two responses")
+        if self.n < 1:
+            raise ValueError("n must be at least 1")
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
             raise ValueError("temperatures must be positive")
 

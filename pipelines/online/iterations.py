@@ -16,7 +16,8 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.errors import UsageError
 from prefhouse.pipelines.core.lake import Lake
 
-STAGES = ("prompts", "generate", "score", "select", "report", "train")
+STAGES = ("prompts", "generate", "score", "select", "report", "train", "evaluate")
+POLICY_STAGE = "train"  # the stage whose policy the next iteration generates with
 
 
 class IterationOrderError(UsageError):
@@ -47,7 +48,7 @@ def require_previous_complete(lake: Lake, iteration: int) -> None:
     if iteration == 1:
         return
     previous = stage_states(lake, iteration - 1)
-    if previous.get(STAGES[-1]) != "done":
+    if previous.get(POLICY_STAGE) != "done":
         done = [s for s in STAGES if previous.get(s) == "done"]
         raise IterationOrderError(
             f"iteration {iteration - 1} has not finished (stages done: {', '.join(done) or 'none'}); "

@@ -1,4 +1,4 @@
-"""The online iteration's stages over one lake, in their fixed order: prompts → generate → score → select → report → train.
+"""The online iteration's stages over one lake, in their fixed order: prompts → generate → score → select → report → train → evaluate.
 
 Each stage is a method of :class:`Iteration`, the context the stages share (lake, iteration number,
 settings, models and reports folders, run id); :data:`STAGE_ORDER` names them in order. Every stage reads
@@ -25,6 +25,7 @@ from prefhouse.pipelines.core.lake import Lake, LakeError
 from prefhouse.pipelines.core.runlog import new_run_id
 from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.online.draw_prompts import DrawSettings, draw_prompts
+from prefhouse.pipelines.online.evaluate import EvaluateSettings, eval_prompt_set, evaluate
 from prefhouse.pipelines.online.generate import SamplingSettings, load_engine, pick_engine
 from prefhouse.pipelines.online.iterations import IterationOrderError, latest_event, record
 from prefhouse.pipelines.online.select_pairs import SelectSettings, online_pairs, select_pairs
@@ -32,6 +33,7 @@ from prefhouse.quality.guard import append_pairs, append_responses, append_score
 from prefhouse.training import models
 from prefhouse.training.jobs import model_key
 from prefhouse.training.train_dpo import DPOSettings
+from prefhouse.training.train_rm import RewardModelSettings
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class GenerateSettings(SamplingSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.n < 2:
+            raise ValueError("n must be at least 2: a pair needs two responses")
         pick_engine(self.engine)
         if self.chunk_prompts < 1:
             raise ValueError("chunk_prompts must be at least 1")
@@ -64,8 +68,11 @@ class IterationConfig:
     select: SelectSettings
     dpo: DPOSettings
     iteration: IterationSettings
+    evaluate: EvaluateSettings
+    judge: RewardModelSettings
 
-    SECTIONS: ClassVar[dict[str, type]] = {"prompts": DrawSettings, "generate": GenerateSettings, "select": SelectSettings, "dpo": DPOSettings, "iteration": IterationSettings}
+    SECTIONS: ClassVar[dict[str, type]] = {"prompts": DrawSettings, "generate": GenerateSettings, "select": SelectSettings, "dpo": DPOSettings,
+                                           "iteration": IterationSettings, "evaluate": EvaluateSettings, "judge": RewardModelSettings}
 
     @classmethod
     def load(cls, preset: str = "cpu", config: Path | None = None, overrides: list[str] | None = None) -> IterationConfig:
@@ -115,8 +122,7 @@ class Iteration:
     def policy(self) -> tuple[str, str]:
         """Iteration 1: π0. Iteration N: the policy iteration N-1's train stage produced."""
         if self.n_iter == 1:
-            path = models.resolve(self.config.iteration.initial_policy, self.models_dir)
-            return model_key(path, self.models_dir), path
+            return self.initial_policy()
         done = latest_event(self.lake, self.n_iter - 1, "train", "done")
         if done is None:
             raise IterationOrderError(f"iteration {self.n_iter - 1} produced no policy; run: python pipelines/run_iteration.py --iter {self.n_iter - 1}")
@@ -144,6 +150,8 @@ class Iteration:
         existing = self.drawn()
         if existing.height:
             return {"prompts": existing.height, "reused": True}
+        if self.config.evaluate.enabled:  # the evaluation set first, so that no iteration can draw one of its prompts
+            eval_prompt_set(self.lake, self.config.evaluate, list(self.config.prompts.mixture), self.run_id)
         drawn = draw_prompts(self.lake, self.n_iter, self.config.prompts)
         rows = drawn.with_columns(
             pl.lit(self.n_iter, pl.Int32).alias("iteration"), pl.int_range(pl.len(), dtype=pl.Int32).alias("draw_rank"),
@@ -239,17 +247,50 @@ class Iteration:
         from prefhouse.training.train_dpo import train_dpo
 
         policy_id, policy_path = self.policy()
-        initial = models.resolve(self.config.iteration.initial_policy, self.models_dir)
-        row = train_dpo(self.lake, self.config.dpo, self.n_iter, policy_path, initial, self.models_dir, self.override_quality,
+        row = train_dpo(self.lake, self.config.dpo, self.n_iter, policy_path, self.initial_policy()[1], self.models_dir, self.override_quality,
                         report=self.report, reports_dir=self.reports_dir, progress=self.progress)
         return {"new_policy_id": row["model_id"], "new_policy_path": row["output_path"], "trained_from": policy_id,
                 "train_pairs": row["train_pairs"], "snapshot_hash": row["snapshot_hash"]}
+
+    def initial_policy(self) -> tuple[str, str]:
+        path = models.resolve(self.config.iteration.initial_policy, self.models_dir)
+        return model_key(path, self.models_dir), path
+
+    def second_judge(self) -> tuple[str, str] | None:
+        """The judge DPO never optimised against: a reward model trained by the ``[judge]`` section (once), or the one named."""
+        spec = self.config.evaluate.judge
+        if spec == "none":
+            return None
+        if spec == "train":
+            from prefhouse.training.train_rm import train_reward_model
+
+            row = train_reward_model(self.lake, self.config.judge, self.models_dir, progress=self.progress, job_kind="judge")
+            return row["model_id"], row["output_path"]
+        return find_model(self.lake, spec, "judge")
+
+    def stage_evaluate(self) -> dict:
+        """π_N (this iteration's DPO output) against π_{N-1} and π0 on the evaluation set, under the proxy and the second judge."""
+        settings = self.config.evaluate
+        if not settings.enabled:
+            return {"skipped": "evaluate.enabled = false"}
+        done = latest_event(self.lake, self.n_iter, "train", "done")
+        if done is None:
+            raise IterationOrderError(f"iteration {self.n_iter} has trained no policy yet: run its train stage first")
+        counts = json.loads(done["counts"])
+        new = (counts["new_policy_id"], counts["new_policy_path"])
+        initial = self.initial_policy()
+        judges = {"proxy": self.reward_model()}
+        second = self.second_judge()
+        if second is not None:
+            judges["second"] = second
+        return evaluate(self.lake, self.n_iter, new, {"previous": self.policy(), "initial": initial}, initial, judges, settings,
+                        list(self.config.prompts.mixture), self.config.generate.engine, self.run_id, self.progress)
 
     # ------------------------------------------------------------------ driver
     def stage(self, name: str) -> Callable[[], dict]:
         """The method that runs stage ``name`` (one of STAGES, in STAGE_ORDER)."""
         return {"prompts": self.stage_prompts, "generate": self.stage_generate, "score": self.stage_score,
-                "select": self.stage_select, "report": self.stage_report, "train": self.stage_train}[name]
+                "select": self.stage_select, "report": self.stage_report, "train": self.stage_train, "evaluate": self.stage_evaluate}[name]
 
     def run(self, stages: list[str]) -> dict[str, float]:
         """Run ``stages`` in order, logging each; returns seconds per stage."""
@@ -278,7 +319,7 @@ class Iteration:
         fields = {}
         if stage in ("generate", "train"):
             fields["policy_model_id"] = self.policy()[0]
-        if stage == "score":
+        if stage in ("score", "evaluate"):
             fields["reward_model_id"] = self.reward_model()[0]
         return fields
 
