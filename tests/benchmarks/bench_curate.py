@@ -30,7 +30,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_project(data: Path, work: Path) -> dict:
+def run_project(data: Path, work: Path, profile: int = 0) -> dict:
+    """``profile``: also run it under cProfile and return its top entries by cumulative time (the timing is the
+    unprofiled run's; the profile costs time of its own)."""
     from prefhouse.pipelines.core.lake import Lake
     from prefhouse.pipelines.curate import curate
     from prefhouse.pipelines.sources.settings import resolve_sources
@@ -39,7 +41,20 @@ def run_project(data: Path, work: Path) -> dict:
     t0 = time.perf_counter()
     run, summaries = curate(resolve_sources("all"), lake, data, progress=False)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rows": run.rows_in, "pairs": run.rows_out, "rss_mb": peak_rss_mb(), "lake": lake.uri}
+    result = {"seconds": seconds, "rows": run.rows_in, "pairs": run.rows_out, "rss_mb": peak_rss_mb(), "lake": lake.uri}
+    if profile:
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        curate(resolve_sources("all"), Lake(str(work / "profiled-lake")), data, progress=False)
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(profile)
+        result["profile"] = out.getvalue()
+    return result
 
 
 def run_naive(data: Path, work: Path) -> dict:
@@ -81,13 +96,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / "data" / "bench" / "raw", help="scaled raw data (generated if absent)")
     parser.add_argument("--pad", type=int, default=3, help="filler paragraphs per prompt and reply (see scale.py)")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions of a cProfile run of (a), by cumulative time")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lake-uri", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.variant:
-        result = {"project": lambda: run_project(args.data, args.work), "naive": lambda: run_naive(args.data, args.work),
+        result = {"project": lambda: run_project(args.data, args.work, args.profile), "naive": lambda: run_naive(args.data, args.work),
                   "floor": lambda: run_floor(args.lake_uri, args.work)}[args.variant]()
         print(json.dumps(result))
         return
@@ -105,7 +121,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="prefhouse-bench-"))
     try:
         common = ["--data", str(args.data), "--work", str(work)]
-        project = child("project", *common)
+        project = child("project", *common, "--profile", str(args.profile))
         floor = child("floor", "--lake-uri", project["lake"], "--work", str(work))
         naive = None if args.skip_naive else child("naive", *common)
     finally:
@@ -125,6 +141,8 @@ def main() -> None:
               f"pairs: project {project['pairs']:,}, naive {naive['pairs']:,}")
     print(f"time relative to the write floor: {project['seconds'] / floor['seconds']:.2f}x (target <= 3x)")
     print(f"peak RSS of the project's curation: {project['rss_mb']:,.0f} MB (target < 2048 MB)")
+    if project.get("profile"):
+        print(f"\nwhere (a)'s time goes (cProfile, a second run into another lake; cumulative time):\n{project['profile']}")
 
 
 if __name__ == "__main__":
