@@ -142,3 +142,15 @@ def test_deepspeed_zero2_step_and_zero3_loadable_save(training_lake: Lake, tiny_
         from transformers import AutoModelForCausalLM
 
         AutoModelForCausalLM.from_pretrained(saved)
+
+
+def test_pairs_trl_drops_for_length_are_lineage_train_unused(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    """With a max_length shorter than some pairs, TRL drops them: "which pairs trained this model" must not list them as train."""
+    training_lake = own_copy(training_lake, tmp_path)
+    settings = RewardModelSettings(base_model=tiny_model, max_length=64, size_matched=6, eval_fraction=0.3)
+    row = train_reward_model(training_lake, settings, tmp_path, progress=False)
+    unused = json.loads(row["metrics"])["train_pairs_unused"]
+    lineage = run_query(training_lake, "model_pairs", params={"model_id": row["model_id"]}).to_pylist()
+    splits = [u["split"] for u in lineage]
+    assert 0 < unused < row["train_pairs"] and splits.count("train_unused") == unused
+    assert splits.count("train") + unused == row["train_pairs"]
