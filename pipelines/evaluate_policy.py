@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if second is not None:
         judges["second"] = second
     counts = evaluate(lake, args.iteration, policy(args.model), opponents, initial, judges, config.evaluate,
-                      list(config.prompts.mixture), config.generate.engine, context.run_id)
+                      list(config.prompts.mixture), config.generate.engine, context.run_id, stop_token_ids=config.generate.stop_token_ids)
     print(", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 

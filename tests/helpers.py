@@ -35,3 +35,25 @@ def generate_transformers(model_path: str, prompts: pl.DataFrame, *args, **kwarg
 def read_local(source: str, source_dir: Path, schema: pa.Schema, report: InputReport) -> Iterator[RawBatch]:
     """Raw batches of every file below ``source_dir`` (checked for columns first, all of them)."""
     return read_files(source, source_dir, check_local(source, source_dir, schema, report), schema)
+
+
+def llama3_style_tokenizer():
+    """A stand-in for a Llama-3 tokenizer: no pad, no unk, EOS <|end_of_text|> while a chat turn ends with <|eot_id|>,
+    a header-style chat template. Byte-level, one token per byte, so it needs no download."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())  # one token per byte: any text encodes, no unk needed
+    backend = Tokenizer(models.WordLevel({c: i for i, c in enumerate(alphabet)}, unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+                                                     pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")])
+    backend.decoder = decoders.ByteLevel()
+    special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    backend.add_special_tokens(special)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+                                        additional_special_tokens=special[2:])
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    )
+    return tokenizer

@@ -43,11 +43,41 @@ def load_gguf_tokenizer():
     return with_distinct_pad(tokenizer)
 
 
+ADDED_PAD_TOKEN = "<|prefhouse_pad|>"  # added when a tokenizer has no usable pad, unk or <|endoftext|> (Llama-3 style)
+
+
 def with_distinct_pad(tokenizer):
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.pad_token = PAD_TOKEN if PAD_TOKEN in tokenizer.get_vocab() else tokenizer.unk_token
-    assert tokenizer.pad_token_id != tokenizer.eos_token_id, "pad must differ from EOS"
+    """The tokenizer with a pad token that is not EOS: its own, SmolLM2's ``<|endoftext|>``, its unk, or else a new
+    special token (Llama-3 tokenizers have no pad and no unk), which the models must then embed: :func:`fit_embeddings`.
+
+    A pad equal to EOS is the reference code's bug: the reward model's last-token index then lands on the
+    first EOS, and every score comes out equal.
+    """
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == eos:
+        vocab = tokenizer.get_vocab()
+        if PAD_TOKEN in vocab and vocab[PAD_TOKEN] != eos:
+            tokenizer.pad_token = PAD_TOKEN
+        elif tokenizer.unk_token is not None and tokenizer.unk_token_id != eos:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": ADDED_PAD_TOKEN})
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos, "pad must exist and differ from EOS"
     return tokenizer
+
+
+def needs_new_embeddings(model_config, tokenizer) -> bool:
+    """True when the tokenizer makes an id the model cannot embed (a pad :func:`with_distinct_pad` added)."""
+    return len(tokenizer) > model_config.vocab_size
+
+
+def fit_embeddings(model, tokenizer):
+    """The model, able to embed every id the tokenizer makes and told which one pads (mean-initialised new rows:
+    the pad is always masked, so its row never shapes an output)."""
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
 
 
 def materialise_default(models_dir: Path = DEFAULT_DIR, progress: bool = True) -> Path:

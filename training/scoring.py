@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from prefhouse.training.models import with_distinct_pad
+from prefhouse.training.models import fit_embeddings, with_distinct_pad
 from tqdm import tqdm
 
 
@@ -40,9 +40,8 @@ class RewardScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32)
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model.eval()
+        self.model = fit_embeddings(AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32),
+                                    self.tokenizer).eval()
         self.model_id = model_path
         self.max_length, self.batch_tokens, self.max_batch = max_length, batch_tokens, max_batch
 
@@ -102,7 +101,7 @@ class SequenceLogProbs:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.model = fit_embeddings(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), self.tokenizer).eval()
         self.batch_tokens, self.max_batch = batch_tokens, max_batch
 
     def logps(self, prompts: Sequence[list[dict]], responses: Sequence[str], ended: Sequence[bool], progress: bool = True) -> np.ndarray:

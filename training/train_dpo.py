@@ -78,7 +78,7 @@ def train_dpo(
     import torch
     from datasets import Dataset
     from prefhouse.training.reference_logps import LakeDPOTrainer, ReferenceStore, encoding_key
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     policy_path, initial_path = models.resolve(policy, models_dir), models.resolve(initial, models_dir)
@@ -106,14 +106,21 @@ def train_dpo(
         all_ids = [r["pair_id"] for r in train_rows + eval_rows]
         # the reference model is loaded only when it differs from the policy and some of its numbers are missing
         needs_reference = reference_path != policy_path and (not settings.store_reference_logps or store.missing(all_ids))
-        ref_model = AutoModelForCausalLM.from_pretrained(reference_path, dtype=torch.float32) if needs_reference else None
+        load = lambda path: models.fit_embeddings(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tokenizer)  # noqa: E731
+        ref_model = load(reference_path) if needs_reference else None
         with staged_output(models_dir, model_id) as out:
             config = DPOConfig(
                 **settings.trainer_kwargs(out / "trainer"), beta=settings.beta, truncation_mode=settings.truncation_mode,
                 precompute_ref_log_probs=settings.store_reference_logps, precompute_ref_batch_size=settings.precompute_batch_size,
                 disable_tqdm=not progress, model_init_kwargs={"dtype": torch.float32},
             )
-            common = dict(model=policy_path, ref_model=ref_model, args=config, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer)
+            # a policy whose tokenizer gained a pad (a Llama-3 style π0) is loaded here to embed it; otherwise TRL loads
+            # it, after the config exists, so that ZeRO-3 can shard it while it loads
+            policy = policy_path
+            if models.needs_new_embeddings(AutoConfig.from_pretrained(policy_path), tokenizer):
+                config.model_init_kwargs = None
+                policy = load(policy_path)
+            common = dict(model=policy, ref_model=ref_model, args=config, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer)
             trainer = LakeDPOTrainer(**common, reference_store=store) if settings.store_reference_logps else DPOTrainer(**common)
             unused = {r["pair_id"] for r in train_rows} - set(trainer.train_dataset["pair_id"])  # prompt alone over max_length
             prepared = time.perf_counter()

@@ -110,8 +110,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
     with run.logged(lake):
         tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(base_path))
         set_seed(settings.seed)  # the scalar head is initialised here, before the Trainer seeds anything
-        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
-        model.config.pad_token_id = tokenizer.pad_token_id
+        model = models.fit_embeddings(AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1), tokenizer)
         dataset = Dataset.from_list([{"pair_id": r["pair_id"], "chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
                                      for r in train_rows])
         with staged_output(models_dir, model_id) as out:

@@ -52,8 +52,8 @@ class EvaluateSettings:
         if self.prompts < 1 or self.samples < 1 or self.temperature <= 0 or self.max_new_tokens < 1 or self.bootstrap < 1:
             raise ValueError("evaluate.prompts, samples, max_new_tokens and bootstrap must be positive, temperature above 0")
 
-    def sampling(self) -> SamplingSettings:
-        return SamplingSettings(self.samples, (self.temperature,), self.max_new_tokens, self.seed)
+    def sampling(self, stop_token_ids: tuple[int, ...] = ()) -> SamplingSettings:
+        return SamplingSettings(self.samples, (self.temperature,), self.max_new_tokens, self.seed, stop_token_ids)
 
     @property
     def key(self) -> str:
@@ -121,8 +121,11 @@ def _answers(lake: Lake, key: str) -> pl.DataFrame:
 
 
 def answer(lake: Lake, iteration: int, prompts: pl.DataFrame, policy: tuple[str, str], reference: tuple[str, str],
-           settings: EvaluateSettings, engine: str, run_id: str, progress: bool = True) -> int:
-    """The policy's missing answers to ``prompts``, with their log-probabilities, appended through their gates; returns how many."""
+           settings: EvaluateSettings, engine: str, run_id: str, progress: bool = True, stop_token_ids: tuple[int, ...] = ()) -> int:
+    """The policy's missing answers to ``prompts``, with their log-probabilities, appended through their gates; returns how many.
+
+    ``stop_token_ids``: the iteration's ``generate.stop_token_ids`` (the end of a turn is the model's, not the evaluation's).
+    """
     from prefhouse.training.scoring import SequenceLogProbs
 
     (policy_id, policy_path), (reference_id, reference_path) = policy, reference
@@ -133,7 +136,7 @@ def answer(lake: Lake, iteration: int, prompts: pl.DataFrame, policy: tuple[str,
     print(f"  evaluate: {policy_id} answers {todo.height} prompts x {settings.samples}", file=sys.stderr, flush=True)
     generator = load_engine(engine, policy_path, settings.seed)
     try:
-        out = generator.generate(todo, iteration, settings.sampling(), policy_id, run_id, progress)
+        out = generator.generate(todo, iteration, settings.sampling(stop_token_ids), policy_id, run_id, progress)
     finally:
         generator.close()
     args = (out["prompt"].to_list(), out["response"].to_list(), (out["finish_reason"] == "stop").to_list())
@@ -228,11 +231,11 @@ def record_evaluations(lake: Lake, rows: pl.DataFrame) -> bool:
 
 def evaluate(lake: Lake, iteration: int, policy: tuple[str, str], opponents: dict[str, tuple[str, str]], reference: tuple[str, str],
              judges: dict[str, tuple[str, str]], settings: EvaluateSettings, draw_sources: list[str], engine: str, run_id: str,
-             progress: bool = True) -> dict:
+             progress: bool = True, stop_token_ids: tuple[int, ...] = ()) -> dict:
     """Answer, judge and compare: ``policy`` against each of ``opponents`` (name -> (id, path)) under each judge (role -> (id, path))."""
     prompts = eval_prompt_set(lake, settings, draw_sources, run_id)
     everyone = dict.fromkeys([policy, *opponents.values()])  # each policy answers once, even when two roles name it
-    answered = sum(answer(lake, iteration, prompts, p, reference, settings, engine, run_id, progress) for p in everyone)
+    answered = sum(answer(lake, iteration, prompts, p, reference, settings, engine, run_id, progress, stop_token_ids) for p in everyone)
     ids = [p[0] for p in everyone]
     judged = sum(judge_answers(lake, iteration, ids, (role, *judge), settings.key, run_id, progress) for role, judge in judges.items())
     rows = evaluation_rows(lake, iteration, policy[0], {n: o[0] for n, o in opponents.items()}, {r: j[0] for r, j in judges.items()}, settings, run_id)

@@ -28,6 +28,8 @@ class SamplingSettings:
     temperatures: tuple[float, ...] = setting((1.0, 0.7), "temperatures the n samples are split over (paper: 1.0 and 0.7; the public loop scripts use 1.0 only)")
     max_new_tokens: int = setting(2048, "longest response, in tokens")
     seed: int = setting(42, "sampling seed; each prompt's seed derives from it, so a resumed stage reproduces its responses")
+    stop_token_ids: tuple[int, ...] = setting((), "token ids that end a response besides the tokenizer's EOS and the model's "
+                                                  "generation_config EOS list (Llama-3 chat models end a turn with <|eot_id|>)")
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -39,6 +41,20 @@ class SamplingSettings:
         """How many of the n samples each temperature gets (as even a split as n allows, first ones first)."""
         k = len(self.temperatures)
         return [(t, self.n // k + (1 if i < self.n % k else 0)) for i, t in enumerate(self.temperatures)]
+
+
+def stop_ids(model_path: str, tokenizer, extra: tuple[int, ...] = ()) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS, the model's ``generation_config`` EOS (an id or a list),
+    and ``extra`` (``generate.stop_token_ids``)."""
+    ids = {tokenizer.eos_token_id, *extra}
+    try:
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+        ids |= set(eos if isinstance(eos, list) else [eos])
+    except OSError:  # no generation_config.json: the tokenizer's EOS and the setting
+        pass
+    return sorted(i for i in ids if i is not None)
 
 
 def _seed(seed: int, prompt_ids: str, temperature: float) -> int:
@@ -70,12 +86,12 @@ class TransformersEngine:
 
     def __init__(self, model_path: str, batch_sequences: int = 64):
         import torch
-        from prefhouse.training.models import with_distinct_pad
+        from prefhouse.training.models import fit_embeddings, with_distinct_pad
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-        self.batch_sequences = batch_sequences
+        self.model = fit_embeddings(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), self.tokenizer).eval()
+        self.batch_sequences, self.model_path = batch_sequences, model_path
 
     def generate(self, prompts: pl.DataFrame, iteration: int, settings: SamplingSettings, policy_model_id: str, run_id: str,
                  progress: bool = True) -> pl.DataFrame:
@@ -87,6 +103,7 @@ class TransformersEngine:
         import torch
 
         tokenizer, now = self.tokenizer, datetime.now(UTC)
+        stops = stop_ids(self.model_path, tokenizer, settings.stop_token_ids)
         encoded = [(prompt_id, prompt, tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
                    for prompt_id, prompt in prompts.select("prompt_id", "prompt").iter_rows()]
         encoded.sort(key=lambda e: (len(e[2]), e[0]))
@@ -106,13 +123,14 @@ class TransformersEngine:
                     out = self.model.generate(
                         input_ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                         max_new_tokens=settings.max_new_tokens, num_return_sequences=count, pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id,
+                        eos_token_id=stops,
                     )
                 for row, sequence in enumerate(out[:, width:]):
                     prompt_id, prompt, _ = batch[row // count]
                     tokens = sequence.tolist()
-                    ended = tokenizer.eos_token_id in tokens
-                    tokens = tokens[: tokens.index(tokenizer.eos_token_id)] if ended else [t for t in tokens if t != tokenizer.pad_token_id]
+                    end = next((i for i, t in enumerate(tokens) if t in stops), None)
+                    ended = end is not None
+                    tokens = tokens[:end] if ended else [t for t in tokens if t != tokenizer.pad_token_id]
                     mine = samples.setdefault(prompt_id, [])
                     mine.append(_row(prompt_id, prompt, len(mine), tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), ended,
                                      temperature, self.name, iteration, settings, policy_model_id, run_id, now))
@@ -154,6 +172,7 @@ class VllmEngine:
                 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{len(cores) - 1}")
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+        self.model_path = model_path
         self.llm = LLM(model=model_path, dtype="float32" if cpu else "auto", enforce_eager=cpu, seed=seed, disable_log_stats=True,
                        **(self._cpu_scheduling(model_path) if cpu else {}))
 
@@ -171,13 +190,14 @@ class VllmEngine:
         from vllm import SamplingParams
 
         requests, params, keys = [], [], []
+        stops = stop_ids(self.model_path, self.tokenizer, settings.stop_token_ids)
         for prompt_id, prompt in prompts.select("prompt_id", "prompt").iter_rows():
             ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
             for temperature, count in settings.per_temperature():
                 if count:
                     requests.append({"prompt_token_ids": list(ids)})
                     params.append(SamplingParams(n=count, temperature=temperature, top_p=1.0, top_k=0, max_tokens=settings.max_new_tokens,
-                                                 seed=_seed(settings.seed, prompt_id, temperature), stop_token_ids=[self.tokenizer.eos_token_id]))
+                                                 seed=_seed(settings.seed, prompt_id, temperature), stop_token_ids=stops))
                     keys.append((prompt_id, prompt, temperature))
         outputs = self.llm.generate(requests, params, use_tqdm=progress) if requests else []
         now, rows, index = datetime.now(UTC), [], {}

@@ -50,7 +50,7 @@ class GenerateSettings(SamplingSettings):
             raise ValueError("chunk_prompts must be at least 1")
 
     def sampling(self) -> SamplingSettings:
-        return SamplingSettings(self.n, self.temperatures, self.max_new_tokens, self.seed)
+        return SamplingSettings(self.n, self.temperatures, self.max_new_tokens, self.seed, self.stop_token_ids)
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,8 @@ class Iteration:
         if second is not None:
             judges["second"] = second
         return evaluate(self.lake, self.n_iter, new, {"previous": self.policy(), "initial": initial}, initial, judges, settings,
-                        list(self.config.prompts.mixture), self.config.generate.engine, self.run_id, self.progress)
+                        list(self.config.prompts.mixture), self.config.generate.engine, self.run_id, self.progress,
+                        self.config.generate.stop_token_ids)
 
     # ------------------------------------------------------------------ driver
     def stage(self, name: str) -> Callable[[], dict]:
