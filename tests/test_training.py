@@ -154,3 +154,19 @@ def test_pairs_trl_drops_for_length_are_lineage_train_unused(training_lake: Lake
     splits = [u["split"] for u in lineage]
     assert 0 < unused < row["train_pairs"] and splits.count("train_unused") == unused
     assert splits.count("train") + unused == row["train_pairs"]
+
+
+def test_trainer_options_reach_the_trainer_and_precision_keys_the_reference_logps(tmp_path: Path) -> None:
+    from prefhouse.training.reference_logps import encoding_key
+
+    from .helpers import llama3_style_tokenizer
+
+    settings = DPOSettings(loss_type="ipo", label_smoothing=0.1, precision="fp32", gradient_checkpointing=False)
+    kwargs = settings.trainer_kwargs(tmp_path)
+    assert kwargs["bf16"] is False and kwargs["gradient_checkpointing"] is False and settings.resolved_precision() == "fp32"
+    with pytest.raises(ValueError, match="label_smoothing"):
+        DPOSettings(label_smoothing=0.5)
+    with pytest.raises(ValueError, match="precision"):
+        DPOSettings(precision="fp16")
+    tokenizer = llama3_style_tokenizer()
+    assert encoding_key(tokenizer, 256, "keep_start", "fp32") != encoding_key(tokenizer, 256, "keep_start", "bf16")

@@ -42,18 +42,30 @@ class Optimisation(PairChoice):
     lr_scheduler: str = setting("cosine", "transformers' scheduler name")
     seed: int = setting(42, "training and data seed")
     deepspeed: str | None = setting(None, "zero2 | zero3 (training/deepspeed/) | a DeepSpeed JSON config path")
+    precision: str = setting("auto", "auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp32")
+    gradient_checkpointing: bool = setting(True, "recompute activations in the backward pass: less memory, more time (TRL's default)")
     report_to: str = setting("none", "experiment tracker of the Trainer: none | trackio (runs kept locally) | wandb | tensorboard; "
                                      "every logged step also lands in the lake's training_logs table whatever this says")
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.epochs <= 0 or self.per_device_batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("learning_rate and epochs must be positive, batch sizes at least 1")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
         if self.deepspeed:
             deepspeed_config(self.deepspeed)  # fails now, not after the data is read
 
     def selection(self, iterations: str = "offline", max_iteration: int = 0) -> Selection:
         choice = {f.name: getattr(self, f.name) for f in fields(PairChoice)}
         return Selection(**choice, iterations=iterations, max_iteration=max_iteration, seed=self.seed)
+
+    def resolved_precision(self) -> str:
+        """``bf16`` or ``fp32``: what the Trainer computes in (and so what stored reference log-probs were computed in)."""
+        if self.precision != "auto":
+            return self.precision
+        import torch
+
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
     def trainer_kwargs(self, output_dir: Path) -> dict:
         """Keyword arguments common to TRL's RewardConfig and DPOConfig."""
@@ -65,7 +77,7 @@ class Optimisation(PairChoice):
             gradient_accumulation_steps=self.gradient_accumulation_steps, max_length=self.max_length,
             warmup_steps=self.warmup_ratio, lr_scheduler_type=self.lr_scheduler, seed=self.seed, data_seed=self.seed,
             report_to=self.report_to, save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), dataset_num_proc=None,
+            bf16=self.resolved_precision() == "bf16", gradient_checkpointing=self.gradient_checkpointing, dataset_num_proc=None,
         )
         if self.deepspeed:
             kwargs["deepspeed"] = str(deepspeed_config(self.deepspeed))
@@ -99,7 +111,7 @@ def model_key(path: str, models_dir: Path) -> str:
     return str(p.resolve()) if p.exists() else path
 
 
-NOT_WEIGHTS = ("report_to",)  # settings that do not change the weights, so not the model's id either
+NOT_WEIGHTS = ("report_to", "gradient_checkpointing")  # settings that do not change the weights, so not the model's id either
 
 
 def job_model_id(kind: str, **inputs) -> str:

@@ -21,9 +21,11 @@ from prefhouse.pipelines.core.lake import Lake
 from trl import DPOTrainer
 
 
-def encoding_key(tokenizer, max_length: int | None, truncation_mode: str) -> str:
+def encoding_key(tokenizer, max_length: int | None, truncation_mode: str, precision: str = "fp32") -> str:
+    """What makes two reference log-probs of a pair the same number: the encoding, and the precision they were computed in
+    (fp32 values must not be reused by a bf16 run, nor the other way)."""
     spec = {"template": tokenizer.chat_template, "vocab": len(tokenizer), "eos": tokenizer.eos_token, "max_length": max_length,
-            "truncation_mode": truncation_mode}
+            "truncation_mode": truncation_mode, "precision": precision}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -37,6 +37,8 @@ class DPOSettings(Optimisation):
     learning_rate: float = setting(5e-7, "peak learning rate (RECIPE §4: 5e-7)")
     epochs: float = setting(2.0, "passes over the pairs (RECIPE §4: 2)")
     beta: float = setting(0.1, "DPO's β, the KL strength")
+    loss_type: str = setting("sigmoid", "TRL's DPO loss: sigmoid (DPO, the paper) | ipo | hinge | robust | … (DPOConfig.loss_type)")
+    label_smoothing: float = setting(0.0, "assumed share of flipped labels (cDPO / robust DPO); 0: plain DPO")
     reference: str = setting("initial", "initial: π0 fixed (paper) | previous: the policy being trained (public scripts)")
     pairs: str = setting("all", "all: every historical pair (paper) | latest: only iteration N's | offline")
     truncation_mode: str = setting("keep_start", "how TRL cuts a pair over max_length: keep_start | keep_end")
@@ -51,6 +53,8 @@ class DPOSettings(Optimisation):
             raise ValueError(f"pairs must be all, latest or offline, not {self.pairs!r}")
         if self.beta <= 0:
             raise ValueError("beta must be positive")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError("label_smoothing must be in [0, 0.5)")
 
 
 def quality_gate(lake: Lake, iteration: int, override: bool, snapshot: Snapshot, report=None, reports_dir: Path | None = None) -> dict:
@@ -102,7 +106,8 @@ def train_dpo(
         tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(policy_path))
         as_rows = lambda rows: Dataset.from_list([{k: r[k] for k in ("pair_id", "prompt", "chosen", "rejected")} for r in rows])  # noqa: E731
         train_set, eval_set = as_rows(train_rows), (as_rows(eval_rows) if eval_rows else None)
-        store = ReferenceStore(lake, model_key(reference_path, models_dir), encoding_key(tokenizer, settings.max_length, settings.truncation_mode), run.run_id)
+        store = ReferenceStore(lake, model_key(reference_path, models_dir), encoding_key(tokenizer, settings.max_length, settings.truncation_mode,
+                                                                                             settings.resolved_precision()), run.run_id)
         all_ids = [r["pair_id"] for r in train_rows + eval_rows]
         # the reference model is loaded only when it differs from the policy and some of its numbers are missing
         needs_reference = reference_path != policy_path and (not settings.store_reference_logps or store.missing(all_ids))
@@ -110,7 +115,8 @@ def train_dpo(
         ref_model = load(reference_path) if needs_reference else None
         with staged_output(models_dir, model_id) as out:
             config = DPOConfig(
-                **settings.trainer_kwargs(out / "trainer"), beta=settings.beta, truncation_mode=settings.truncation_mode,
+                **settings.trainer_kwargs(out / "trainer"), beta=settings.beta, loss_type=settings.loss_type,
+                label_smoothing=settings.label_smoothing, truncation_mode=settings.truncation_mode,
                 precompute_ref_log_probs=settings.store_reference_logps, precompute_ref_batch_size=settings.precompute_batch_size,
                 disable_tqdm=not progress, model_init_kwargs={"dtype": torch.float32},
             )
