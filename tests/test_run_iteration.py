@@ -150,6 +150,16 @@ def check_evaluations(lake: Lake, tiny_model: str, tmp_path: Path, config: Itera
         rates = rows.filter(pl.col("metric").is_in(["win_rate", "tie_rate", "lc_win_rate"]))
         assert set(rates["opponent"]) == {"previous", "initial"} and set(rates["judge"]) == {"proxy", "second"}
         assert (rows["ci_low"] <= rows["value"] + 1e-12).all() and (rows["value"] <= rows["ci_high"] + 1e-12).all() and set(rows["n_prompts"]) == {8}
+    # the intervals repeat exactly: recomputed from the lake, they are the stored ones
+    from prefhouse.pipelines.online.evaluate import evaluation_rows
+
+    stored = evaluations.filter(pl.col("iteration") == 2)
+    opponents = dict(stored.filter(pl.col("opponent").is_not_null()).select("opponent", "opponent_model_id").unique().iter_rows())
+    judge_ids = dict(stored.filter(pl.col("judge").is_not_null()).select("judge", "judge_model_id").unique().iter_rows())
+    again = evaluation_rows(lake, 2, stored["policy_model_id"][0], opponents, judge_ids, config.evaluate, "again")
+    key = ["metric", "opponent", "judge"]
+    assert again.sort(key, nulls_last=True).select(*key, "value", "ci_low", "ci_high").equals(
+        stored.sort(key, nulls_last=True).select(*key, "value", "ci_low", "ci_high"))
     pi0 = own_reference["policy_model_id"][0]
     assert set(evaluations.filter((pl.col("iteration") == 1) & (pl.col("metric") == "win_rate"))["opponent_model_id"]) == {pi0}  # π_{0} twice
     # every training run's curves are in the lake, and iteration 2's report shows iteration 1's evaluation and the curves

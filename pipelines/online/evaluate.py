@@ -185,7 +185,7 @@ def per_prompt(lake: Lake, key: str, judges: dict[str, str]) -> pl.DataFrame:
     return answers.group_by("policy_model_id", "prompt_id").agg(
         *[pl.col(f"reward_{role}").mean() for role in judges], pl.col("chars").mean(), pl.col("n_tokens").mean().alias("tokens"),
         pl.col("log_ratio").mean(),
-    )
+    ).sort("policy_model_id", "prompt_id")  # a fixed order: the bootstrap's resamples, and so the intervals, repeat exactly
 
 
 def evaluation_rows(lake: Lake, iteration: int, policy_id: str, opponents: dict[str, str], judges: dict[str, str],
@@ -202,7 +202,7 @@ def evaluation_rows(lake: Lake, iteration: int, policy_id: str, opponents: dict[
     for role in judges:
         add("mean_reward", mean_with_interval(mine[f"reward_{role}"].to_numpy(), settings.bootstrap, settings.seed), judge=role)
         for name, opponent_id in opponents.items():
-            both = mine.join(table.filter(pl.col("policy_model_id") == opponent_id), on="prompt_id", suffix="_b")
+            both = mine.join(table.filter(pl.col("policy_model_id") == opponent_id), on="prompt_id", suffix="_b").sort("prompt_id")
             rates = head_to_head(both[f"reward_{role}"].to_numpy(), both[f"reward_{role}_b"].to_numpy(), both["chars"].to_numpy(),
                                  both["chars_b"].to_numpy(), settings.bootstrap, settings.seed)
             for metric, estimate in rates.items():
