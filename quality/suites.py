@@ -102,14 +102,18 @@ def _exactly_n(column: str) -> Callable[[GateContext], Expectation]:
     return lambda ctx: _expectations().ExpectColumnValuesToBeBetween(column=column, min_value=ctx.n, max_value=ctx.n)
 
 
-RESPONSES_SUITE: list[Gate] = [
+# What every table of sampled responses must hold (the online iteration's, and the evaluation's answers).
+SAMPLED_RESPONSE_GATES: list[Gate] = [
     Gate("response_id_present", BATCH, _not_null("response_id")),
     Gate("response_id_unique", BATCH, _unique("response_id")),
     Gate("exactly_n_responses_per_prompt", BATCH, _exactly_n("responses_for_prompt")),
-    Gate("n_distinct_samples_per_prompt", BATCH, _exactly_n("distinct_samples_for_prompt")),
     Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
-    Gate("no_prompt_reused_across_iterations", BATCH, _in_set("prompt_reused", [False])),
     Gate("response_has_text", BATCH, _in_set("has_text", [True])),
+]
+
+RESPONSES_SUITE: list[Gate] = SAMPLED_RESPONSE_GATES + [
+    Gate("n_distinct_samples_per_prompt", BATCH, _exactly_n("distinct_samples_for_prompt")),
+    Gate("no_prompt_reused_across_iterations", BATCH, _in_set("prompt_reused", [False])),
 ]
 
 SCORES_SUITE: list[Gate] = [
@@ -120,12 +124,7 @@ SCORES_SUITE: list[Gate] = [
     Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
 ]
 
-EVAL_RESPONSES_SUITE: list[Gate] = [
-    Gate("response_id_present", BATCH, _not_null("response_id")),
-    Gate("response_id_unique", BATCH, _unique("response_id")),
-    Gate("exactly_n_responses_per_prompt", BATCH, _exactly_n("responses_for_prompt")),
-    Gate("iteration_partition_matches_run", BATCH, _in_set("iteration", lambda c: list(c.iterations))),
-    Gate("response_has_text", BATCH, _in_set("has_text", [True])),
+EVAL_RESPONSES_SUITE: list[Gate] = SAMPLED_RESPONSE_GATES + [
     Gate("logps_finite", BATCH, _in_set("logps_finite", [True])),
 ]
 
