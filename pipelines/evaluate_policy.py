@@ -18,9 +18,8 @@ from pathlib import Path
 from prefhouse.pipelines.core.config import add_config_arguments, layers_from_args
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.online.evaluate import evaluate
-from prefhouse.pipelines.online.stages import Iteration, IterationConfig, find_model
+from prefhouse.pipelines.online.stages import Iteration, IterationConfig, find_model, local_model
 from prefhouse.training import models
-from prefhouse.training.jobs import model_key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,11 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     context = Iteration(lake, max(args.iteration, 1), config, args.models_dir)
     initial = context.initial_policy()
 
-    def policy(spec: str) -> tuple[str, str]:
-        if spec == models.DEFAULT:
-            path = models.resolve(spec, args.models_dir)
-            return model_key(path, args.models_dir), path
-        return find_model(lake, spec, "dpo")  # latest: the newest DPO policy
+    def policy(spec: str) -> tuple[str, str]:  # latest: the newest DPO policy
+        return local_model(spec, args.models_dir) if spec == models.DEFAULT else find_model(lake, spec, "dpo")
 
     opponents = {"initial": initial, **{f"against:{spec}": policy(spec) for spec in args.against}}
     judges = {"proxy": context.reward_model()}

@@ -167,21 +167,26 @@ def tie_shares(con) -> pl.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ plots
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported when a plot is first drawn (seconds of start-up otherwise)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 
 def distribution_plots(values: pl.DataFrame) -> bytes:
     """Histograms per iteration: rewards, margins and lengths of chosen vs rejected."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     iterations = sorted(values["iteration"].unique().to_list())
     panels = [("reward", "chosen_score", "rejected_score"), ("margin", "margin", None), ("length (chars)", "chosen_chars", "rejected_chars")]
@@ -215,10 +220,7 @@ def so_far_plot(rows: pl.DataFrame) -> bytes | None:
     """Win rates, rewards, length and KL across iterations, each with its bootstrap interval."""
     if not rows.height:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     panels = [("win rate (%)", ["win_rate", "lc_win_rate"]), ("mean reward", ["mean_reward"]), ("mean length (chars)", ["mean_chars"]),
               ("KL to reference (nats)", ["kl_to_reference"])]
@@ -249,10 +251,7 @@ def training_curves(lake: Lake) -> bytes | None:
     logs = pl.from_arrow(lake.read(S.TRAINING_LOGS)).filter(pl.col("metric") == "loss")
     if not logs.height:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     kinds = sorted(logs["job_kind"].unique().to_list())
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3), squeeze=False)
@@ -269,10 +268,7 @@ def training_curves(lake: Lake) -> bytes | None:
 
 def correlation_heatmap(corr: pl.DataFrame) -> bytes:
     """Figure 5 of the paper: mean per-prompt reward/length correlation by group and mean-length decile."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(10, 3.5))

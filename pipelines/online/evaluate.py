@@ -20,11 +20,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import polars as pl
 from prefhouse.pipelines.core import schema as S
@@ -34,6 +37,9 @@ from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.online.generate import SamplingSettings, load_engine
 from prefhouse.pipelines.online.win_rates import head_to_head, mean_with_interval
 from prefhouse.quality.guard import append_eval_responses, append_eval_scores, used_prompts, used_response_prompts
+
+if TYPE_CHECKING:
+    from prefhouse.training.scoring import SequenceLogProbs
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,17 @@ def _answers(lake: Lake, key: str) -> pl.DataFrame:
 
 
 def answer(lake: Lake, iteration: int, prompts: pl.DataFrame, policy: tuple[str, str], reference: tuple[str, str],
-           settings: EvaluateSettings, engine: str, run_id: str, progress: bool = True, stop_token_ids: tuple[int, ...] = ()) -> int:
+           settings: EvaluateSettings, engine: str, run_id: str, progress: bool = True, stop_token_ids: tuple[int, ...] = (),
+           log_probs: Callable[[str], SequenceLogProbs] | None = None) -> int:
     """The policy's missing answers to ``prompts``, with their log-probabilities, appended through their gates; returns how many.
 
     ``stop_token_ids``: the iteration's ``generate.stop_token_ids`` (the end of a turn is the model's, not the evaluation's).
+    ``log_probs``: model path -> its log-prob scorer; :func:`evaluate` passes one that loads each model once (π0 is
+    both a policy and every policy's reference).
     """
     from prefhouse.training.scoring import SequenceLogProbs
 
+    log_probs = log_probs or SequenceLogProbs
     (policy_id, policy_path), (reference_id, reference_path) = policy, reference
     done = _answers(lake, settings.key).filter(pl.col("policy_model_id") == policy_id)["prompt_id"]
     todo = prompts.filter(~pl.col("prompt_id").is_in(done.implode())).select("prompt_id", "prompt")
@@ -140,8 +150,8 @@ def answer(lake: Lake, iteration: int, prompts: pl.DataFrame, policy: tuple[str,
     finally:
         generator.close()
     args = (out["prompt"].to_list(), out["response"].to_list(), (out["finish_reason"] == "stop").to_list())
-    logp = SequenceLogProbs(policy_path).logps(*args, progress=progress)
-    reference_logp = logp if policy_id == reference_id else SequenceLogProbs(reference_path).logps(*args, progress=progress)
+    logp = log_probs(policy_path).logps(*args, progress=progress)
+    reference_logp = logp if policy_id == reference_id else log_probs(reference_path).logps(*args, progress=progress)
     rows = with_md5(out.drop("response_id"), "response_id", pl.col("prompt_id"), pl.col("sample_index").cast(pl.String),
                     pl.col("policy_model_id"), pl.lit(settings.key))
     rows = rows.with_columns(
@@ -234,8 +244,12 @@ def evaluate(lake: Lake, iteration: int, policy: tuple[str, str], opponents: dic
              progress: bool = True, stop_token_ids: tuple[int, ...] = ()) -> dict:
     """Answer, judge and compare: ``policy`` against each of ``opponents`` (name -> (id, path)) under each judge (role -> (id, path))."""
     prompts = eval_prompt_set(lake, settings, draw_sources, run_id)
+    from prefhouse.training.scoring import SequenceLogProbs
+
     everyone = dict.fromkeys([policy, *opponents.values()])  # each policy answers once, even when two roles name it
-    answered = sum(answer(lake, iteration, prompts, p, reference, settings, engine, run_id, progress, stop_token_ids) for p in everyone)
+    log_probs = functools.cache(SequenceLogProbs)  # each model loaded once for log-probs, whatever roles it plays
+    answered = sum(answer(lake, iteration, prompts, p, reference, settings, engine, run_id, progress, stop_token_ids, log_probs)
+                   for p in everyone)
     ids = [p[0] for p in everyone]
     judged = sum(judge_answers(lake, iteration, ids, (role, *judge), settings.key, run_id, progress) for role, judge in judges.items())
     rows = evaluation_rows(lake, iteration, policy[0], {n: o[0] for n, o in opponents.items()}, {r: j[0] for r, j in judges.items()}, settings, run_id)

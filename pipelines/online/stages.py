@@ -87,6 +87,12 @@ class IterationConfig:
         return cls(**{section: build(settings, layers, section) for section, settings in cls.SECTIONS.items()})
 
 
+def local_model(spec: str, models_dir: Path) -> tuple[str, str]:
+    """(model id, path) of ``default`` (the embedded model, materialised once), a local path or a hub id."""
+    path = models.resolve(spec, models_dir)
+    return model_key(path, models_dir), path
+
+
 def find_model(lake: Lake, spec: str, kind: str) -> tuple[str, str]:
     """(model id, path) for ``latest`` (the newest succeeded model of ``kind``), a registered id, or a path / hub id."""
     rows = [r for r in (lake.read(S.MODELS).to_pylist() if lake.exists(S.MODELS) else []) if r["status"] == "succeeded"]
@@ -253,8 +259,7 @@ class Iteration:
                 "train_pairs": row["train_pairs"], "snapshot_hash": row["snapshot_hash"]}
 
     def initial_policy(self) -> tuple[str, str]:
-        path = models.resolve(self.config.iteration.initial_policy, self.models_dir)
-        return model_key(path, self.models_dir), path
+        return local_model(self.config.iteration.initial_policy, self.models_dir)
 
     def second_judge(self) -> tuple[str, str] | None:
         """The judge DPO never optimised against: a reward model trained by the ``[judge]`` section (once), or the one named."""
