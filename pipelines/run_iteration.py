@@ -66,12 +66,12 @@ def plan(lake: Lake, it: Iteration, stages: list[str]) -> str:
 
 def run_iteration(lake: Lake, iteration: int, config: IterationConfig, from_stage: str | None = None, force: bool = False,
                   models_dir: Path = models.DEFAULT_DIR, reports_dir: Path | None = None, override_quality: bool = False,
-                  progress: bool = True) -> tuple[dict, dict]:
-    """Run what is left of ``iteration``; returns (seconds per stage, summary)."""
+                  progress: bool = True, until: str | None = None) -> tuple[dict, dict]:
+    """Run what is left of ``iteration`` (up to and including ``until``); returns (seconds per stage, summary)."""
     require_previous_complete(lake, iteration)
     with lake.lock("iteration"):
         it = Iteration(lake, iteration, config, models_dir, reports_dir, override_quality, progress)
-        stages = pending_stages(lake, iteration, from_stage, force)
+        stages = pending_stages(lake, iteration, from_stage, force, until)
         if "score" in stages:
             it.reward_model()  # a missing reward model fails now, not after generation
         timings = it.run(stages)
@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--iter", dest="iteration", type=int, required=True, help="the iteration to run (1, 2, …)")
     parser.add_argument("--from-stage", choices=STAGES, help="re-run this stage and every later one")
+    parser.add_argument("--until", choices=STAGES, help="stop after this stage (e.g. report, then DPO on a cluster; the same command "
+                                                        "without --until then finds that model registered and goes on)")
     parser.add_argument("--force", action="store_true", help="re-run every stage (rows already present are not written twice)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--override-quality", action="store_true", help="train even if the quality report failed (recorded)")
@@ -104,11 +106,11 @@ def _iterate_command(argv: list[str] | None) -> int:
     if args.dry_run:
         require_previous_complete(lake, args.iteration)
         it = Iteration(lake, args.iteration, config, args.models_dir, args.reports_dir)
-        print(plan(lake, it, pending_stages(lake, args.iteration, args.from_stage, args.force)))
+        print(plan(lake, it, pending_stages(lake, args.iteration, args.from_stage, args.force, args.until)))
         return 0
     t0 = time.perf_counter()
     timings, summary = run_iteration(lake, args.iteration, config, args.from_stage, args.force, args.models_dir, args.reports_dir,
-                                     args.override_quality)
+                                     args.override_quality, until=args.until)
     print(f"\niteration {args.iteration} finished in {time.perf_counter() - t0:.0f} s")
     print("time per stage: " + (", ".join(f"{s} {t:.1f} s" for s, t in timings.items()) or "nothing left to run"))
     for key, value in summary.items():

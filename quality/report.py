@@ -142,6 +142,17 @@ def response_rewards(con, iteration: int) -> pl.DataFrame:
     return pl.from_arrow(con.sql(sql).to_arrow_table()).drop("reply")
 
 
+def cut_responses(con, iteration: int) -> pl.DataFrame:
+    """Per online iteration: responses cut at max_new_tokens, and scores whose sequence was fitted to score.max_length."""
+    return pl.from_arrow(con.sql(f"""
+        SELECT r.iteration, count(*) AS responses,
+               count(*) FILTER (r.finish_reason = 'length') AS cut_at_max_new_tokens,
+               count(*) FILTER (s.truncation = 'prompt') AS scored_with_prompt_cut,
+               count(*) FILTER (s.truncation = 'response') AS scored_on_response_start
+        FROM responses r LEFT JOIN scores s USING (response_id)
+        WHERE r.iteration BETWEEN 1 AND {iteration} GROUP BY ALL ORDER BY ALL""").to_arrow_table())
+
+
 def length_correlations(responses: pl.DataFrame, min_responses: int) -> pl.DataFrame:
     """Per prompt: Pearson r of reward and length over its responses, and the mean response length."""
     return (
@@ -318,6 +329,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
             f"FROM pair_texts WHERE iteration <= {iteration}").to_arrow_table())
         corr = length_correlations(response_rewards(con, iteration), settings.min_responses_for_correlation)
         ties = tie_shares(con)
+        cuts = cut_responses(con, iteration)
         past_failures = pl.from_arrow(con.sql(
             "SELECT table_name, gate, count(*) AS runs FROM validations WHERE NOT success GROUP BY ALL ORDER BY ALL").to_arrow_table())
     finally:
@@ -356,10 +368,12 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
         "mean_length_correlation": mean_r, "prompts_with_correlation": corr.height,
         "ties_dropped": int(ties["ties"].sum()) if ties.height else 0,
         "candidates": int(ties["candidates"].sum()) if ties.height else 0,
+        "responses_cut_at_max_new_tokens": int(cuts["cut_at_max_new_tokens"].sum()) if cuts.height else 0,
+        "scores_on_response_start": int(cuts["scored_on_response_start"].sum()) if cuts.height else 0,
     }
     report = Report(iteration, versions, status, failures, warnings, out / "report.html", out / "report.md", numbers,
                     scope.snapshot_hash if scope else None)
-    sections = _sections(report, counts, verdict.results, past_failures, ties, drift, native, corr, shares, so_far)
+    sections = _sections(report, counts, verdict.results, past_failures, ties, drift, native, corr, shares, so_far, cuts)
     report.html_path.write_text(_html(report, sections, images))
     report.markdown_path.write_text(_markdown(report, sections, images))
     (out / "report.json").write_text(json.dumps({**asdict(report), "html_path": str(report.html_path), "markdown_path": str(report.markdown_path)}, default=str, indent=2))
@@ -385,7 +399,7 @@ def reward_tables(values: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return drift, native
 
 
-def _sections(report, counts, gate_results, past_failures, ties, drift, native, corr, shares, so_far) -> list[tuple[str, pl.DataFrame | str]]:
+def _sections(report, counts, gate_results, past_failures, ties, drift, native, corr, shares, so_far, cuts) -> list[tuple[str, pl.DataFrame | str]]:
     gates = pl.DataFrame([{k: r[k] for k in ("gate", "level", "success", "element_count", "unexpected_count", "observed_value")} for r in gate_results])
     corr_summary = (
         corr.group_by("iteration", "source").agg(pl.len().alias("prompts"), pl.col("r").mean().round(4).alias("mean_r"), pl.col("r").median().round(4).alias("median_r"))
@@ -397,6 +411,8 @@ def _sections(report, counts, gate_results, past_failures, ties, drift, native, 
         ("Quality gates over the snapshot", gates),
         ("Gate failures in earlier appends (their rows never landed)", past_failures if past_failures.height else "none"),
         ("Ties dropped (latest run per source)", ties),
+        ("Online responses cut short: at generate.max_new_tokens (paired only if generate.keep_truncated), and fitted to "
+         "score.max_length (prompt cut from the left, or the response scored on its start)", cuts if cuts.height else "no online responses"),
         ("Reward of online pairs, and drift from the previous iteration under the same reward model", drift if drift.height else "no online pairs"),
         ("Offline sources' native scores (their own scales; not comparable with rewards)", native if native.height else "none"),
         ("Per-prompt reward/length correlation (paper Figure 5)", corr_summary),

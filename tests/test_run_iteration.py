@@ -309,3 +309,41 @@ def test_reselecting_with_other_settings_replaces_the_iterations_pairs(ready_lak
     snap = resolve(ready_lake, Selection(sources=("online",), iterations="all", max_iteration=1))
     online = pl.from_arrow(snap.train)
     assert online["prompt_id"].is_unique().all() and online.height == second.height  # what training reads: one pair per prompt
+
+
+def test_until_report_then_dpo_elsewhere_then_the_same_command_goes_on(ready_lake: Lake, tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+    """``--until report`` stops before DPO; a DPO job run apart (a cluster's) registers the model; the same command without
+    ``--until`` finds it and marks the train stage done. On the way: responses cut at max_new_tokens are counted and, with
+    ``generate.keep_truncated = false``, never paired; prompts over ``score.max_length`` are cut from the left and counted."""
+    from prefhouse.pipelines.online import generate as G
+    from prefhouse.training.train_dpo import train_dpo
+
+    real = G.TransformersEngine.generate
+
+    def two_whole_responses_of_four(self, *args, **kwargs):  # a random tiny model nearly never stops: make samples 0-1 whole
+        out = real(self, *args, **kwargs)
+        return out.with_columns(pl.when(pl.col("sample_index") < 2).then(pl.lit("stop")).otherwise(pl.lit("length")).alias("finish_reason"))
+
+    monkeypatch.setattr(G.TransformersEngine, "generate", two_whole_responses_of_four)
+    sets = [x for o in small_overrides(tiny_model) + ["generate.keep_truncated=false", "score.max_length=40"] for x in ("--set", o)]
+    common = ["--iter", "1", "--lake", ready_lake.uri, *sets, "--models-dir", str(tmp_path / "models"), "--reports-dir", str(tmp_path / "reports")]
+    assert main([*common, "--until", "report"]) == 0
+    events = pl.from_arrow(ready_lake.read(S.ITERATIONS)).filter(pl.col("status") == "done").sort("at")
+    assert events["stage"].to_list() == ["prompts", "generate", "score", "select", "report"]
+    counts = {s: json.loads(c) for s, c in events.select("stage", "counts").iter_rows()}
+    responses = pl.from_arrow(ready_lake.read(S.RESPONSES))
+    assert counts["select"]["responses_cut_at_max_new_tokens"] == counts["select"]["cut_responses_left_out"] == 8
+    pairs = pl.from_arrow(ready_lake.read(S.PAIRS, filter=pads.field("iteration") == 1))
+    paired = set(pairs["raw_keys"].explode().to_list())
+    assert paired and paired <= set(responses.filter(pl.col("finish_reason") == "stop")["response_id"])  # only whole responses
+    scores = pl.from_arrow(ready_lake.read(S.SCORES))
+    assert counts["score"]["scored_prompt_truncated"] == scores.filter(pl.col("truncation") == "prompt").height > 0
+    report = (tmp_path / "reports" / "iteration-1" / "report.md").read_text().split("## Online responses cut short", 1)[1].split("\n## ", 1)[0]
+    assert f"| 1 | 16 | 8 | {counts['score']['scored_prompt_truncated']} |" in report
+
+    config = small_config(tiny_model, "transformers", "generate.keep_truncated=false", "score.max_length=40")
+    elsewhere = train_dpo(ready_lake, config.dpo, 1, tiny_model, tiny_model, tmp_path / "models", progress=False)  # e.g. on a cluster
+    assert main(common) == 0
+    train = json.loads(pl.from_arrow(ready_lake.read(S.ITERATIONS)).filter((pl.col("stage") == "train") & (pl.col("status") == "done"))["counts"][0])
+    assert train["new_policy_id"] == elsewhere["model_id"]
+    assert [m["job_kind"] for m in ready_lake.read(S.MODELS).to_pylist()].count("dpo") == 1  # found, not trained again

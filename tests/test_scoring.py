@@ -60,3 +60,34 @@ def test_default_is_the_embedded_model_materialised_once(tmp_path: Path, monkeyp
     (target / "model.safetensors").write_bytes(b"")
     assert models.resolve("default", tmp_path) == str(target)  # complete: reused, the GGUF is not read
     assert models.resolve("some-org/some-model", tmp_path) == "some-org/some-model"
+
+
+def test_fit_to_length_cuts_the_prompt_from_the_left_after_bos() -> None:
+    from prefhouse.training.scoring import fit_to_length
+
+    ids = [1, 10, 11, 12, 13, 20, 21]  # BOS, four prompt tokens, two response tokens
+    assert fit_to_length(ids, 5, 7, bos=1) == (ids, "none")
+    assert fit_to_length(ids, 5, 5, bos=1) == ([1, 12, 13, 20, 21], "prompt")
+    assert fit_to_length(ids, 5, 3, bos=1) == ([1, 20, 21], "prompt")
+    assert fit_to_length(ids, 5, 2, bos=1) == ([1, 10], "response")  # the response alone does not fit
+    assert fit_to_length([10, 11, 20], 2, 2, bos=None) == ([11, 20], "prompt")
+
+
+def test_an_over_long_prompt_keeps_every_response_whole(tiny_model: str) -> None:
+    """The reference scorer cut from the right: n responses to a prompt over the limit read as the same prefix, one
+    score, a silent tie. Here the prompt loses its start, each response is read whole, and the cut is reported."""
+    from prefhouse.training.scoring import RewardScorer
+
+    scorer = RewardScorer(tiny_model, max_length=64)
+    long_prompt = [{"role": "user", "content": "Tell me everything. " * 40}]
+    responses = ["Yes.", "No, not at all.", "Perhaps tomorrow, after lunch."]
+    scores, cuts = scorer.score_with_truncation([long_prompt] * 3, responses, progress=False)
+    assert cuts == ["prompt"] * 3
+    assert len(set(np.round(scores, 6))) == 3
+    ids, _ = scorer.encode([long_prompt], [responses[2]])
+    full = scorer.tokenizer.apply_chat_template(long_prompt + [{"role": "assistant", "content": responses[2]}], tokenize=False)
+    whole = scorer.tokenizer(full, add_special_tokens=False)["input_ids"]
+    assert len(ids[0]) == 64 and ids[0][-20:] == whole[-20:]  # the end of the conversation, response included, is kept
+    short = scorer.score_with_truncation([[{"role": "user", "content": "Hi"}]], ["word " * 200], progress=False)[1]
+    assert short == ["response"]  # a response longer than the limit on its own: scored on its start, and said so
+    assert scorer.score_with_truncation(PROMPTS[:2], RESPONSES[:2], progress=False)[1] == ["none", "none"]

@@ -6,15 +6,49 @@ padding), then the scores are put back in the input order. Batching must not cha
 token is distinct from EOS (the reference code's pad = EOS made every score equal) and the model is told
 which token pads; a test checks that batched and one-by-one scores agree. Inference is deterministic on
 CPU; nothing is sampled.
+
+A sequence over ``score.max_length`` keeps its response: the prompt is cut from the left (after BOS), so
+the reward model reads the end of the conversation it judges. A response that alone exceeds the limit is
+scored on its first tokens; each row says which happened (``truncation``: none | prompt | response), and the
+iteration counts both, so an over-long prompt never turns n different responses into n equal scores unseen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from prefhouse.pipelines.core.settings import setting
 from prefhouse.training.models import fit_embeddings, with_distinct_pad
 from tqdm import tqdm
+
+NOT_TRUNCATED, PROMPT_TRUNCATED, RESPONSE_TRUNCATED = "none", "prompt", "response"
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How the online iteration scores its responses with the reward model (the ``[score]`` section)."""
+
+    max_length: int = setting(2048, "longest prompt + response the reward model reads, in tokens; longer ones lose the start of "
+                                     "the prompt, and a response longer on its own is scored on its first tokens (both counted)")
+    batch_tokens: int = setting(16_384, "tokens per scoring batch (length-bucketed, padded to the longest)")
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8 or self.batch_tokens < self.max_length:
+            raise ValueError("max_length must be at least 8 and batch_tokens at least max_length")
+
+
+def fit_to_length(ids: list[int], prompt_tokens: int, max_length: int, bos: int | None) -> tuple[list[int], str]:
+    """``ids`` (prompt then response) cut to ``max_length``: the prompt loses tokens from its left, after BOS;
+    when the response alone does not fit, the sequence keeps its first ``max_length`` tokens. Returns (ids, truncation)."""
+    excess = len(ids) - max_length
+    if excess <= 0:
+        return ids, NOT_TRUNCATED
+    keep = 1 if bos is not None and ids and ids[0] == bos else 0
+    if excess <= prompt_tokens - keep:
+        return ids[:keep] + ids[keep + excess:], PROMPT_TRUNCATED
+    return ids[:max_length], RESPONSE_TRUNCATED
 
 
 def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
@@ -45,21 +79,33 @@ class RewardScorer:
         self.model_id = model_path
         self.max_length, self.batch_tokens, self.max_batch = max_length, batch_tokens, max_batch
 
-    def encode(self, prompts: Sequence[list[dict]], responses: Sequence[str]) -> list[list[int]]:
-        texts = [
-            self.tokenizer.apply_chat_template(list(p) + [{"role": "assistant", "content": r}], tokenize=False)
-            for p, r in zip(prompts, responses, strict=True)
-        ]
-        return self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+    def encode(self, prompts: Sequence[list[dict]], responses: Sequence[str]) -> tuple[list[list[int]], list[str]]:
+        """Token ids of each (prompt, response) in the reward model's chat template, fitted to ``max_length``; and how each was cut."""
+        tok = self.tokenizer
+        texts = [tok.apply_chat_template(list(p) + [{"role": "assistant", "content": r}], tokenize=False)
+                 for p, r in zip(prompts, responses, strict=True)]
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        cuts = [NOT_TRUNCATED] * len(ids)
+        long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
+        if long:  # the prompt's share of the tokens: its template with the assistant header (chat templates render it as a prefix)
+            heads = [tok.apply_chat_template(list(prompts[i]), add_generation_prompt=True, tokenize=False) for i in long]
+            for i, head in zip(long, tok(heads, add_special_tokens=False)["input_ids"], strict=True):
+                ids[i], cuts[i] = fit_to_length(ids[i], len(head), self.max_length, tok.bos_token_id)
+        return ids, cuts
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         return length_batches(lengths, self.batch_tokens, self.max_batch)
 
     def score(self, prompts: Sequence[list[dict]], responses: Sequence[str], progress: bool = True, bucketed: bool = True) -> np.ndarray:
         """One float per (prompt, response), in input order. ``bucketed=False`` scores one pair at a time."""
+        return self.score_with_truncation(prompts, responses, progress, bucketed)[0]
+
+    def score_with_truncation(self, prompts: Sequence[list[dict]], responses: Sequence[str], progress: bool = True,
+                              bucketed: bool = True) -> tuple[np.ndarray, list[str]]:
+        """The scores, and for each how its sequence was fitted to ``max_length`` (none | prompt | response)."""
         import torch
 
-        ids = self.encode(prompts, responses)
+        ids, cuts = self.encode(prompts, responses)
         groups = self.batches([len(x) for x in ids]) if bucketed else [[i] for i in range(len(ids))]
         out = np.empty(len(ids), dtype=np.float64)
         pad = self.tokenizer.pad_token_id
@@ -73,7 +119,7 @@ class RewardScorer:
                     mask[row, : len(ids[i])] = 1
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
                 out[group] = logits.double().numpy()
-        return out
+        return out, cuts
 
 
 def score_responses(scorer: RewardScorer, responses, reward_model_id: str, run_id: str, progress: bool = True):
@@ -82,9 +128,9 @@ def score_responses(scorer: RewardScorer, responses, reward_model_id: str, run_i
 
     import polars as pl
 
-    rewards = scorer.score(responses["prompt"].to_list(), responses["response"].to_list(), progress=progress)
+    rewards, cuts = scorer.score_with_truncation(responses["prompt"].to_list(), responses["response"].to_list(), progress=progress)
     return responses.select("response_id", "prompt_id", "iteration").with_columns(
-        pl.Series("reward", rewards, dtype=pl.Float64), pl.lit(reward_model_id).alias("reward_model_id"),
+        pl.Series("reward", rewards, dtype=pl.Float64), pl.Series("truncation", cuts, dtype=pl.String), pl.lit(reward_model_id).alias("reward_model_id"),
         pl.lit(run_id).alias("run_id"), pl.lit(datetime.now(UTC), pl.Datetime("us", "UTC")).alias("created_at"),
     )
 

@@ -2,7 +2,7 @@
 
 A preset is a TOML file in ``pipelines/presets/`` (``paper``: the recipe's numbers; ``cpu``: small enough
 for a 2-core machine). Each section fills one settings dataclass (``[reward_model]``, ``[dpo]``,
-``[prompts]``, ``[generate]``, ``[select]``); a user's ``--config my.toml`` overrides the preset and
+``[prompts]``, ``[generate]``, ``[score]``, ``[select]``, …); a user's ``--config my.toml`` overrides the preset and
 ``--set dpo.beta=0.2`` overrides both. Unknown sections or keys, and values of the wrong type, are errors
 raised before any work starts.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from prefhouse.pipelines.core.settings import SettingsError, coerce, load_config, merge, parse_overrides
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
-SECTIONS = {"reward_model", "dpo", "prompts", "generate", "select", "iteration", "evaluate", "judge"}
+SECTIONS = {"reward_model", "dpo", "prompts", "generate", "score", "select", "iteration", "evaluate", "judge"}
 
 
 def preset_names() -> list[str]:

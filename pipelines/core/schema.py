@@ -199,6 +199,8 @@ SCORE_SCHEMA = pa.schema(
         ("reward_model_id", pa.string()),
         ("run_id", pa.string()),
         ("created_at", TIMESTAMP),
+        # how the sequence was fitted to score.max_length: none | prompt (cut from the left) | response (scored on its start)
+        ("truncation", pa.string()),
     ]
 )
 

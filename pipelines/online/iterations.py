@@ -56,13 +56,20 @@ def require_previous_complete(lake: Lake, iteration: int) -> None:
         )
 
 
-def pending_stages(lake: Lake, iteration: int, from_stage: str | None = None, force: bool = False) -> list[str]:
-    """Stages still to run: those not done, or all from ``from_stage`` on when forced or named."""
-    if from_stage is not None and from_stage not in STAGES:
-        raise ValueError(f"--from-stage must be one of {', '.join(STAGES)}, not {from_stage!r}")
+def pending_stages(lake: Lake, iteration: int, from_stage: str | None = None, force: bool = False, until: str | None = None) -> list[str]:
+    """Stages still to run: those not done, or all from ``from_stage`` on when forced or named; none after ``until``.
+
+    ``until`` stops the iteration after a stage, e.g. ``report``: DPO can then run elsewhere (a GPU cluster,
+    ``accelerate launch training/train_dpo.py``), and the same command without ``--until`` marks the train
+    stage done at once when it finds that job's model registered under the same id.
+    """
+    for flag, name in (("--from-stage", from_stage), ("--until", until)):
+        if name is not None and name not in STAGES:
+            raise ValueError(f"{flag} must be one of {', '.join(STAGES)}, not {name!r}")
     states = stage_states(lake, iteration)
     start = STAGES.index(from_stage) if from_stage else 0
-    return [s for i, s in enumerate(STAGES) if i >= start and (force or from_stage or states.get(s) != "done")]
+    stop = STAGES.index(until) if until else len(STAGES) - 1
+    return [s for i, s in enumerate(STAGES) if start <= i <= stop and (force or from_stage or states.get(s) != "done")]
 
 
 def record(lake: Lake, iteration: int, stage: str, status: str, run_id: str, **fields) -> None:

@@ -32,6 +32,7 @@ from prefhouse.pipelines.online.select_pairs import SelectSettings, online_pairs
 from prefhouse.quality.guard import append_pairs, append_responses, append_scores
 from prefhouse.training import models
 from prefhouse.training.jobs import model_key
+from prefhouse.training.scoring import ScoreSettings
 from prefhouse.training.train_dpo import DPOSettings
 from prefhouse.training.train_rm import RewardModelSettings
 
@@ -40,6 +41,8 @@ from prefhouse.training.train_rm import RewardModelSettings
 class GenerateSettings(SamplingSettings):
     engine: str = setting("auto", "auto | vllm | transformers")
     chunk_prompts: int = setting(32, "prompts per commit of generation and scoring: what a crash can cost")
+    keep_truncated: bool = setting(True, "whether responses cut at max_new_tokens (finish_reason = length) may enter pairs; they are "
+                                         "stored and scored either way, and counted (the reference code keeps them)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,20 +61,21 @@ class IterationSettings:
     initial_policy: str = setting(models.DEFAULT, "π0: the policy of iteration 1 and the paper's fixed DPO reference (a path or hub id)")
     reward_model: str = setting("latest", "latest: the newest registered reward model when iteration 1 scores, kept for every later "
                                           "iteration (the paper's fixed proxy); or a model id, path or hub id")
-    score_batch_tokens: int = setting(16_384, "tokens per scoring batch (length-bucketed, padded to the longest)")
 
 
 @dataclass(frozen=True)
 class IterationConfig:
     prompts: DrawSettings
     generate: GenerateSettings
+    score: ScoreSettings
     select: SelectSettings
     dpo: DPOSettings
     iteration: IterationSettings
     evaluate: EvaluateSettings
     judge: RewardModelSettings
 
-    SECTIONS: ClassVar[dict[str, type]] = {"prompts": DrawSettings, "generate": GenerateSettings, "select": SelectSettings, "dpo": DPOSettings,
+    SECTIONS: ClassVar[dict[str, type]] = {"prompts": DrawSettings, "generate": GenerateSettings, "score": ScoreSettings,
+                                           "select": SelectSettings, "dpo": DPOSettings,
                                            "iteration": IterationSettings, "evaluate": EvaluateSettings, "judge": RewardModelSettings}
 
     @classmethod
@@ -203,19 +207,28 @@ class Iteration:
         rm_id, rm_path = self.reward_model()
         n = self.config.generate.n
         if todo.height:
-            scorer = RewardScorer(rm_path, batch_tokens=self.config.iteration.score_batch_tokens)
+            settings = self.config.score
+            scorer = RewardScorer(rm_path, max_length=settings.max_length, batch_tokens=settings.batch_tokens)
             prompt_ids = todo["prompt_id"].unique(maintain_order=True).to_list()
             chunk = self.config.generate.chunk_prompts
             for start in range(0, len(prompt_ids), chunk):
                 part = todo.filter(pl.col("prompt_id").is_in(prompt_ids[start:start + chunk]))
                 append_scores(self.lake, score_responses(scorer, part, rm_id, self.run_id, self.progress), self.n_iter, n)
-        total_scores = _read(self.lake, S.SCORES, self.n_iter, ["response_id"]).height
-        if total_scores != responses.height:
-            raise RuntimeError(f"iteration {self.n_iter}: {responses.height} responses but {total_scores} scores; refusing to select")
-        return {"responses": responses.height, "scored_now": todo.height, "reward_model_id": rm_id}
+        scores = _read(self.lake, S.SCORES, self.n_iter, ["response_id", "truncation"])
+        if scores.height != responses.height:
+            raise RuntimeError(f"iteration {self.n_iter}: {responses.height} responses but {scores.height} scores; refusing to select")
+        cuts = dict(scores.group_by("truncation").len().iter_rows())
+        return {"responses": responses.height, "scored_now": todo.height, "reward_model_id": rm_id,
+                "scored_prompt_truncated": cuts.get("prompt", 0), "scored_too_long": cuts.get("response", 0)}
 
     def stage_select(self) -> dict:
-        responses = _read(self.lake, S.RESPONSES, self.n_iter, ["response_id", "prompt_id", "prompt", "response", "policy_model_id"])
+        responses = _read(self.lake, S.RESPONSES, self.n_iter, ["response_id", "prompt_id", "prompt", "response", "policy_model_id", "finish_reason"])
+        cut = responses.filter(pl.col("finish_reason") == "length").height
+        short_prompts = 0
+        if not self.config.generate.keep_truncated:  # left out: the cut responses, then prompts with fewer than two others
+            before = responses["prompt_id"].n_unique()
+            responses = responses.filter(pl.col("finish_reason") != "length").filter(pl.len().over("prompt_id") >= 2)
+            short_prompts = before - responses["prompt_id"].n_unique()
         scores = _read(self.lake, S.SCORES, self.n_iter, ["response_id", "reward", "reward_model_id"])
         scored = responses.join(scores, on="response_id", how="inner")
         settings = self.config.select
@@ -229,10 +242,13 @@ class Iteration:
         new = pairs if reselect else pairs.filter(~pl.col("pair_id").is_in(landed["pair_id"].implode()))
         counts = {"prompts": chosen.prompts, "pairs": pairs.height, "ties_dropped": chosen.ties, "identical_dropped": chosen.identical,
                   "already_present": pairs.height - new.height, "replaced": landed.height if reselect else 0,
-                  "strategy": settings.strategy, "length_penalty": settings.length_penalty}
+                  "strategy": settings.strategy, "length_penalty": settings.length_penalty,
+                  "responses_cut_at_max_new_tokens": cut, "cut_responses_left_out": 0 if self.config.generate.keep_truncated else cut,
+                  "prompts_without_two_whole_responses": short_prompts}
         if new.height:
             run_counts = (("online", "pair", "kept", None, new.height), ("online", "pair", "filtered", "tie", chosen.ties),
-                          ("online", "pair", "filtered", "identical", chosen.identical))
+                          ("online", "pair", "filtered", "identical", chosen.identical),
+                          ("online", "response", "filtered", "cut_at_max_new_tokens", counts["cut_responses_left_out"]))
             result = append_pairs(self.lake, new, self.n_iter, pipeline="select", counts=run_counts, replace=reselect)
             counts.update(landed=result.landed, quarantined=result.quarantined)
         return counts
