@@ -40,7 +40,7 @@ def test_wheel_installs_and_runs_from_any_folder(tmp_path: Path) -> None:
     assert table1.returncode == 0 and "shp," in table1.stdout, table1.stderr
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import prefhouse.pipelines.core.sql as s, prefhouse.pipelines.core.config as c; "
                             "print(s.__file__); print(c.preset_names())"], cwd=elsewhere, capture_output=True, text=True, timeout=120)
-    assert str(site) in where.stdout and "['cpu', 'paper']" in where.stdout, where.stdout + where.stderr
+    assert str(site) in where.stdout and "['cpu', 'paper', 'paper-8gpu']" in where.stdout, where.stdout + where.stderr
     assert (elsewhere / "data" / "lake" / "pairs" / "_delta_log").is_dir()  # the lake is the working folder's, not the package's
 
 

@@ -170,3 +170,96 @@ def test_trainer_options_reach_the_trainer_and_precision_keys_the_reference_logp
         DPOSettings(precision="fp16")
     tokenizer = llama3_style_tokenizer()
     assert encoding_key(tokenizer, 256, "keep_start", "fp32") != encoding_key(tokenizer, 256, "keep_start", "bf16")
+
+
+def test_two_processes_under_accelerate_write_once(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    """``launcher = accelerate`` with 2 CPU processes (gloo): both train, one writes — one registered model, one run row, one
+    set of lineage and reference rows, one checkpoint folder that loads. RM through its command line, DPO through
+    ``train_dpo`` as the iteration's train stage calls it."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    lake = own_copy(training_lake, tmp_path)
+    models_dir = tmp_path / "models"
+    proc = subprocess.run(
+        [sys.executable, "training/train_rm.py", "--lake", lake.uri, "--models-dir", str(models_dir), "--set", f"reward_model.base_model={tiny_model}",
+         "--set", "reward_model.max_length=128", "--set", "reward_model.size_matched=4", "--set", "reward_model.launcher=accelerate",
+         "--set", "reward_model.num_processes=2"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    settings = DPOSettings(max_length=128, size_matched=2, per_device_batch_size=2, pairs="offline", reference="previous", launcher="accelerate",
+                           num_processes=2)
+    dpo = train_dpo(lake, settings, 0, tiny_model, tiny_model, models_dir, reports_dir=tmp_path / "reports", progress=False)
+    models = {m["job_kind"]: m for m in lake.read(S.MODELS).to_pylist()}
+    assert sorted(m["job_kind"] for m in lake.read(S.MODELS).to_pylist()) == ["dpo", "reward_model"]
+    assert all(json.loads(m["metrics"])["processes"] == 2 for m in models.values())  # two processes did train
+    runs = [r["pipeline"] for r in lake.read(S.RUNS).to_pylist()]
+    assert runs.count("train_rm") == 1 and runs.count("train_dpo") == 1
+    for model in models.values():
+        lineage = run_query(lake, "model_pairs", params={"model_id": model["model_id"]}).to_pylist()
+        assert len(lineage) == len({u["pair_id"] for u in lineage}) == model["train_pairs"] + model["eval_pairs"]
+    assert lake.read(S.REFERENCE_LOGPS).num_rows == dpo["train_pairs"] + dpo["eval_pairs"]
+    assert sorted(p.name for p in models_dir.iterdir()) == sorted(m["model_id"] for m in models.values())  # no staging folder left
+    AutoModelForSequenceClassification.from_pretrained(models["reward_model"]["output_path"], num_labels=1)
+    assert moved_from(AutoModelForCausalLM.from_pretrained(dpo["output_path"]) and dpo["output_path"], tiny_model)
+
+
+def test_a_dpo_job_killed_after_a_checkpoint_resumes_from_it(training_lake: Lake, tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+    """``save_steps = 1``: the job dies after its first checkpoint; the same job resumes at step 1, under the same model id,
+    and ends with the weights of a run that was never interrupted."""
+    from transformers import Trainer
+
+    lake = own_copy(training_lake, tmp_path)
+    settings = DPOSettings(max_length=128, size_matched=2, per_device_batch_size=4, pairs="offline", save_steps=1, gradient_checkpointing=False)
+    clean = own_copy(training_lake, tmp_path / "clean")  # the same job, never interrupted, in a lake of its own
+    uninterrupted = train_dpo(clean, DPOSettings(**{**settings.__dict__, "save_steps": 0}), 0, tiny_model, tiny_model, tmp_path / "clean",
+                              reports_dir=tmp_path / "reports", progress=False)
+    real = Trainer._save_checkpoint
+
+    def killed_after_the_first_checkpoint(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_the_first_checkpoint)
+    models_dir = tmp_path / "models"
+    with pytest.raises(KeyboardInterrupt):
+        train_dpo(lake, settings, 0, tiny_model, tiny_model, models_dir, reports_dir=tmp_path / "reports", progress=False)
+    (staging,) = models_dir.iterdir()
+    assert staging.name == f".{uninterrupted['model_id']}.staging" and (staging / "trainer" / "checkpoint-1").is_dir()
+    monkeypatch.setattr(Trainer, "_save_checkpoint", real)
+    resumed = train_dpo(lake, settings, 0, tiny_model, tiny_model, models_dir, reports_dir=tmp_path / "reports", progress=False)
+    assert json.loads(resumed["metrics"])["resumed_from_step"] == 1 and resumed["model_id"] == uninterrupted["model_id"]
+    assert [p.name for p in models_dir.iterdir()] == [resumed["model_id"]]
+    assert not moved_from(resumed["output_path"], uninterrupted["output_path"])  # the same weights as the uninterrupted run
+
+
+def test_raw_trainer_tables_reach_trls_config_and_unknown_keys_fail_first(tmp_path: Path) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text('[dpo.trainer]\nmax_grad_norm = 0.3\nadam_beta2 = 0.95\n[reward_model.trainer]\nweight_decay = 0.01\n')
+    layers = load_layers("cpu", config, ["dpo.trainer.max_grad_norm=0.5", "dpo.trainer.optim=adamw_torch"])
+    dpo = build(DPOSettings, layers, "dpo")
+    assert dpo.trainer == {"adam_beta2": 0.95, "max_grad_norm": 0.5, "optim": "adamw_torch"}  # --set wins key by key, the table stays
+    kwargs = dpo.trainer_kwargs(tmp_path)
+    assert (kwargs["max_grad_norm"], kwargs["adam_beta2"], kwargs["optim"]) == (0.5, 0.95, "adamw_torch")
+    assert build(RewardModelSettings, layers, "reward_model").trainer_kwargs(tmp_path)["weight_decay"] == 0.01
+    with pytest.raises(SettingsError, match="max_grad_nrom"):
+        build(DPOSettings, load_layers("cpu", overrides=["dpo.trainer.max_grad_nrom=1"]), "dpo")
+    with pytest.raises(SettingsError, match="beta.*RewardConfig"):  # a DPO option is not a reward model's
+        build(RewardModelSettings, load_layers("cpu", overrides=["reward_model.trainer.beta=0.2"]), "reward_model")
+    with pytest.raises(SettingsError, match="output_dir.*set by the job"):
+        build(DPOSettings, load_layers("cpu", overrides=["dpo.trainer.output_dir=/tmp/x"]), "dpo")
+    with pytest.raises(SettingsError, match="launcher"):
+        build(DPOSettings, load_layers("cpu", overrides=["dpo.launcher=slurm"]), "dpo")
+
+
+def test_the_paper_8gpu_preset_is_the_paper_at_its_scale() -> None:
+    """Built and checked here, never run (hub ids and GPUs): the paper preset's numbers with 8 processes of ZeRO-3."""
+    from prefhouse.pipelines.online.stages import IterationConfig
+
+    config = IterationConfig.load("paper-8gpu")
+    paper = IterationConfig.load("paper")
+    assert (config.dpo.launcher, config.dpo.num_processes, config.dpo.deepspeed, config.dpo.precision) == ("accelerate", 8, "zero3", "bf16")
+    assert config.dpo.per_device_batch_size * config.dpo.gradient_accumulation_steps * config.dpo.num_processes == 128
+    rm = build(RewardModelSettings, load_layers("paper-8gpu"), "reward_model")
+    assert rm.per_device_batch_size * rm.gradient_accumulation_steps * rm.num_processes == 512 and rm.learning_rate == 2e-6
+    assert (config.dpo.beta, config.dpo.learning_rate, config.dpo.epochs, config.generate.n, config.prompts.m) == (0.1, 5e-7, 2.0, 8, 20000)
+    assert config.prompts == paper.prompts and config.select == paper.select  # inherited, not copied
+    assert config.iteration.initial_policy == "RLHFlow/LLaMA3-SFT" and config.generate.stop_token_ids == (128009,)

@@ -2,9 +2,11 @@
 
 A job's model id is a hash of everything that decides its weights (kind, base model, snapshot, settings),
 so running the same job twice finds the first run's registered model and returns it instead of training
-again, and a job killed mid-way leaves only a hidden staging folder, never a half checkpoint under its id.
+again, and a job killed mid-way leaves only a hidden staging folder, never a half checkpoint under its id:
+with ``save_steps``, that folder holds the Trainer's last checkpoint, and the same job resumes from it.
 DeepSpeed runs through the Hugging Face Trainer: pass a JSON config (``training/deepspeed/``) as
-``deepspeed``, single process here, or launch with ``accelerate launch --config_file training/accelerate/…``.
+``deepspeed``, single process here, or several processes with ``launcher = "accelerate"`` (or ``accelerate
+launch --config_file training/accelerate/…`` yourself); only the main process writes (``training.distributed``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pyarrow.compute as pc
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.settings import setting
+from prefhouse.training.distributed import config_path, is_main, wait_for_everyone, world_size
 from prefhouse.training.snapshot import PairChoice, Selection
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
@@ -46,6 +49,18 @@ class Optimisation(PairChoice):
     gradient_checkpointing: bool = setting(True, "recompute activations in the backward pass: less memory, more time (TRL's default)")
     report_to: str = setting("none", "experiment tracker of the Trainer: none | trackio (runs kept locally) | wandb | tensorboard; "
                                      "every logged step also lands in the lake's training_logs table whatever this says")
+    save_steps: int = setting(0, "save a checkpoint every this many optimiser steps (0: none); the same job after a kill resumes "
+                                 "from the last one, in the model's hidden staging folder")
+    launcher: str = setting("inprocess", "inprocess: train in this process | accelerate: under accelerate launch, num_processes "
+                                         "processes (the iteration's train stage and the job's own command alike)")
+    num_processes: int = setting(1, "processes of accelerate launch (one per GPU); global batch = per_device x accumulation x this")
+    accelerate_config: str | None = setting(None, "accelerate config file (a path, or deepspeed_zero2 | deepspeed_zero3 of training/accelerate/); "
+                                                  "default: DeepSpeed ZeRO-3 on GPUs, gloo processes on CPU")
+    trainer: dict = setting(help="raw options of TRL's config (DPOConfig for [dpo], RewardConfig for [reward_model]), checked by "
+                                 "its fields and passed last: a TOML table [dpo.trainer], or --set dpo.trainer.max_grad_norm=0.5", factory=dict)
+
+    TRAINER_CONFIG: ClassVar[str] = "RewardConfig"  # the TRL config class whose fields ``trainer`` may set
+    JOB_OWNS: ClassVar[tuple[str, ...]] = ("output_dir", "resume_from_checkpoint")
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.epochs <= 0 or self.per_device_batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -54,6 +69,14 @@ class Optimisation(PairChoice):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
         if self.deepspeed:
             deepspeed_config(self.deepspeed)  # fails now, not after the data is read
+        if self.save_steps < 0 or self.num_processes < 1:
+            raise ValueError("save_steps must be 0 or more, num_processes at least 1")
+        if self.launcher not in ("inprocess", "accelerate"):
+            raise ValueError(f"launcher must be inprocess or accelerate, not {self.launcher!r}")
+        if self.accelerate_config:
+            config_path(self.accelerate_config)
+        if self.trainer:
+            object.__setattr__(self, "trainer", check_trainer_options(self.TRAINER_CONFIG, self.trainer, self.JOB_OWNS))
 
     def selection(self, iterations: str = "offline", max_iteration: int = 0) -> Selection:
         choice = {f.name: getattr(self, f.name) for f in fields(PairChoice)}
@@ -76,13 +99,40 @@ class Optimisation(PairChoice):
             per_device_train_batch_size=self.per_device_batch_size, per_device_eval_batch_size=self.per_device_batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps, max_length=self.max_length,
             warmup_steps=self.warmup_ratio, lr_scheduler_type=self.lr_scheduler, seed=self.seed, data_seed=self.seed,
-            report_to=self.report_to, save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
+            report_to=self.report_to, logging_steps=1, use_cpu=not torch.cuda.is_available(),
             bf16=self.resolved_precision() == "bf16", gradient_checkpointing=self.gradient_checkpointing, dataset_num_proc=None,
+            save_strategy="steps" if self.save_steps else "no", save_steps=self.save_steps or 500, save_total_limit=1,
         )
         if self.deepspeed:
             kwargs["deepspeed"] = str(deepspeed_config(self.deepspeed))
             single_process_env()
-        return kwargs
+        return {**kwargs, **self.trainer}
+
+
+def _literal(value: Any) -> Any:
+    """A ``--set`` text as the JSON value it spells (``0.5``, ``true``, ``[1, 2]``), else the text itself; other values as given."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def check_trainer_options(config_class: str, options: dict, job_owns: tuple[str, ...]) -> dict:
+    """``options`` with their values parsed, if every key is a field of TRL's ``config_class`` the job does not set itself."""
+    import dataclasses
+
+    import trl
+
+    known = {f.name for f in dataclasses.fields(getattr(trl, config_class)) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"trainer option(s) {', '.join(unknown)} are not fields of trl.{config_class}")
+    owned = sorted(set(options) & set(job_owns))
+    if owned:
+        raise ValueError(f"trainer option(s) {', '.join(owned)} are set by the job itself")
+    return {k: _literal(v) for k, v in sorted(options.items())}
 
 
 def deepspeed_config(name: str) -> Path:
@@ -111,7 +161,9 @@ def model_key(path: str, models_dir: Path) -> str:
     return str(p.resolve()) if p.exists() else path
 
 
-NOT_WEIGHTS = ("report_to", "gradient_checkpointing")  # settings that do not change the weights, so not the model's id either
+# settings that do not change the weights, so not the model's id either: a job launched on a cluster and the
+# iteration's train stage that finds its model must agree on the id whatever launched it
+NOT_WEIGHTS = ("report_to", "gradient_checkpointing", "save_steps", "launcher", "num_processes", "accelerate_config")
 
 
 def job_model_id(kind: str, **inputs) -> str:
@@ -132,18 +184,52 @@ def finished_model(lake: Lake, model_id: str) -> dict | None:
 
 @contextmanager
 def staged_output(models_dir: Path, model_id: str) -> Iterator[Path]:
-    """A hidden folder to save into; renamed to ``models_dir/model_id`` only when the block succeeds."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    target = models_dir / model_id
-    stage = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=models_dir))
-    try:
-        yield stage
-        shutil.rmtree(stage / "trainer", ignore_errors=True)  # the Trainer's output_dir: nothing kept with save_strategy="no"
+    """The hidden folder ``models_dir/.model_id.staging`` to save into; renamed to ``models_dir/model_id`` when the block succeeds.
+
+    A failed or killed job leaves it, with the Trainer's checkpoints under ``trainer/``: the same job (same id)
+    resumes from the last one (:func:`last_checkpoint`). Under several processes every one saves its part, and the
+    main one renames the folder once all have.
+    """
+    target, stage = models_dir / model_id, models_dir / f".{model_id}.staging"
+    if is_main():
+        stage.mkdir(parents=True, exist_ok=True)
+    wait_for_everyone()
+    yield stage
+    wait_for_everyone()
+    if is_main():
+        shutil.rmtree(stage / "trainer", ignore_errors=True)  # checkpoints: the finished model replaces them
         if target.exists():  # an earlier run saved but died before registering: replace it
             shutil.rmtree(target)
         stage.rename(target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+
+
+def last_checkpoint(stage: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder a killed run of this job left in its staging folder, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = stage / "trainer"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def shared_dataset(rows: list[dict], folder: Path):
+    """``rows`` as a ``datasets.Dataset``; under several processes, saved once by the main process and opened from disk by all.
+
+    TRL caches precomputed reference log-probs next to a dataset's files and reads them back on every process:
+    an in-memory dataset has its cache in each process's own temporary folder, where the others cannot find it.
+    """
+    from datasets import Dataset, load_from_disk
+
+    if world_size() == 1:
+        return Dataset.from_list(rows)
+    if is_main():
+        shutil.rmtree(folder, ignore_errors=True)
+        Dataset.from_list(rows).save_to_disk(str(folder))
+    wait_for_everyone()
+    return load_from_disk(str(folder))
+
+
+def resumed_step(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
 
 
 def pair_rows(lake: Lake, snapshot, split: str = "train") -> list[dict]:

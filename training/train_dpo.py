@@ -2,6 +2,7 @@
 
     python training/train_dpo.py --iter 0 --preset cpu                       # offline pairs only, embedded SmolLM2
     python training/train_dpo.py --iter 2 --policy data/models/dpo-… --set dpo.reference=previous --set dpo.pairs=latest
+    python training/train_dpo.py --iter 2 --preset paper-8gpu                # dpo.launcher = accelerate: 8 processes
     accelerate launch --config_file training/accelerate/deepspeed_zero2.yaml training/train_dpo.py --iter 2 --preset paper
 
 The recipe's two variants are settings (RECIPE §3): ``dpo.reference`` = ``initial`` (π0 stays the fixed
@@ -10,16 +11,21 @@ reference, the paper) or ``previous`` (the policy being trained is its own refer
 own pairs). The job first builds the quality report for the snapshot and refuses to train on a failed one
 unless ``--override-quality`` is given; the override is recorded with the model and in the run log.
 Reference log-probabilities come from the lake when this (pair, reference, encoding) was seen before
-(``training.reference_logps``); only missing ones are computed, and then stored.
+(``training.reference_logps``); only missing ones are computed, and then stored. With ``dpo.save_steps`` the
+job checkpoints, and the same command after a kill resumes from the last checkpoint to the same model id.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
@@ -27,7 +33,19 @@ from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.core.runlog import RunRecord
 from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
-from prefhouse.training.jobs import Optimisation, add_job_arguments, finished_model, job_model_id, model_key, pair_rows, staged_output
+from prefhouse.training.distributed import is_main, launch, on_main, world_size
+from prefhouse.training.jobs import (
+    Optimisation,
+    add_job_arguments,
+    finished_model,
+    job_model_id,
+    last_checkpoint,
+    model_key,
+    pair_rows,
+    resumed_step,
+    shared_dataset,
+    staged_output,
+)
 from prefhouse.training.lineage import register_model
 from prefhouse.training.snapshot import Snapshot, resolve
 
@@ -44,6 +62,8 @@ class DPOSettings(Optimisation):
     truncation_mode: str = setting("keep_start", "how TRL cuts a pair over max_length: keep_start | keep_end")
     store_reference_logps: bool = setting(True, "reuse the reference log-probs stored in the lake; false: the reference model runs on every batch")
     precompute_batch_size: int = setting(8, "pairs per batch when computing reference log-probs")
+
+    TRAINER_CONFIG: ClassVar[str] = "DPOConfig"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,32 +100,32 @@ def train_dpo(
 ) -> dict:
     """Train the policy for iteration ``iteration + 1`` (or find it if this exact job ran); returns its models row."""
     import torch
-    from datasets import Dataset
     from prefhouse.training.reference_logps import LakeDPOTrainer, ReferenceStore, encoding_key
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    policy_path, initial_path = models.resolve(policy, models_dir), models.resolve(initial, models_dir)
+    policy_path, initial_path = on_main(models.resolve, policy, models_dir), on_main(models.resolve, initial, models_dir)
     reference_path = initial_path if settings.reference == "initial" else policy_path
     snapshot = resolve(lake, settings.selection(iterations=settings.pairs, max_iteration=iteration))
-    quality = quality_gate(lake, iteration, override_quality, snapshot, report, reports_dir)
     model_id = job_model_id("dpo", policy=model_key(policy_path, models_dir), reference=model_key(reference_path, models_dir),
                             pairs_table=lake.table_id(S.PAIRS), snapshot=snapshot.snapshot_hash, settings=settings)
     done = finished_model(lake, model_id)
-    if done:
+    if done:  # trained before (here, or by a launched or cluster job with the same inputs), behind a report that passed then
         print(f"policy {model_id} already trained on this snapshot: {done['output_path']}", file=sys.stderr)
         return done
+    quality = on_main(quality_gate, lake, iteration, override_quality, snapshot, report, reports_dir)
+    if settings.launcher == "accelerate" and world_size() == 1:  # this job again, once per process; then its registered model
+        launch_dpo(lake, settings, iteration, policy_path, initial_path, models_dir, override_quality, reports_dir)
+        return finished_model(lake, model_id) or _not_registered(model_id)
     train_rows, eval_rows = pair_rows(lake, snapshot, "train"), pair_rows(lake, snapshot, "eval")
     if not train_rows:
         raise ValueError(f"the snapshot {snapshot.snapshot_hash} has no training pairs: {snapshot.describe()}")
     run = RunRecord("train_dpo", {"iteration": iteration, "policy": policy_path, "reference": reference_path, "settings": asdict(settings),
-                                  "override_quality": override_quality, "quality": quality})
+                                  "override_quality": override_quality, "quality": quality, "processes": world_size()})
     run.versions_before = snapshot.versions
     t0 = time.perf_counter()
-    with run.logged(lake):
+    with run.logged(lake) if is_main() else nullcontext():
         tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(policy_path))
-        as_rows = lambda rows: Dataset.from_list([{k: r[k] for k in ("pair_id", "prompt", "chosen", "rejected")} for r in rows])  # noqa: E731
-        train_set, eval_set = as_rows(train_rows), (as_rows(eval_rows) if eval_rows else None)
         store = ReferenceStore(lake, model_key(reference_path, models_dir), encoding_key(tokenizer, settings.max_length, settings.truncation_mode,
                                                                                              settings.resolved_precision()), run.run_id)
         all_ids = [r["pair_id"] for r in train_rows + eval_rows]
@@ -114,12 +134,15 @@ def train_dpo(
         load = lambda path: models.fit_embeddings(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tokenizer)  # noqa: E731
         ref_model = load(reference_path) if needs_reference else None
         with staged_output(models_dir, model_id) as out:
-            config = DPOConfig(
-                **settings.trainer_kwargs(out / "trainer"), beta=settings.beta, loss_type=settings.loss_type,
-                label_smoothing=settings.label_smoothing, truncation_mode=settings.truncation_mode,
-                precompute_ref_log_probs=settings.store_reference_logps, precompute_ref_batch_size=settings.precompute_batch_size,
-                disable_tqdm=not progress, model_init_kwargs={"dtype": torch.float32},
-            )
+            as_rows = lambda rows, name: shared_dataset([{k: r[k] for k in ("pair_id", "prompt", "chosen", "rejected")} for r in rows],  # noqa: E731
+                                                        out / "trainer" / "datasets" / name)
+            train_set, eval_set = as_rows(train_rows, "train"), (as_rows(eval_rows, "eval") if eval_rows else None)
+            config = DPOConfig(**{
+                **settings.trainer_kwargs(out / "trainer"), "beta": settings.beta, "loss_type": settings.loss_type,
+                "label_smoothing": settings.label_smoothing, "truncation_mode": settings.truncation_mode,
+                "precompute_ref_log_probs": settings.store_reference_logps, "precompute_ref_batch_size": settings.precompute_batch_size,
+                "disable_tqdm": not progress, "model_init_kwargs": {"dtype": torch.float32}, **settings.trainer,
+            })
             # a policy whose tokenizer gained a pad (a Llama-3 style π0) is loaded here to embed it; otherwise TRL loads
             # it, after the config exists, so that ZeRO-3 can shard it while it loads
             policy = policy_path
@@ -130,11 +153,12 @@ def train_dpo(
             trainer = LakeDPOTrainer(**common, reference_store=store) if settings.store_reference_logps else DPOTrainer(**common)
             unused = {r["pair_id"] for r in train_rows} - set(trainer.train_dataset["pair_id"])  # prompt alone over max_length
             prepared = time.perf_counter()
-            result = trainer.train()
+            checkpoint = last_checkpoint(out)
+            result = trainer.train(resume_from_checkpoint=checkpoint)
             train_seconds = time.perf_counter() - prepared
             metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / settings.epochs,
                        "prepare_seconds": prepared - t0, "train_pairs": len(train_rows), "train_pairs_unused": len(unused), "reference_logps_computed": store.computed,
-                       "reference_logps_reused": store.reused}
+                       "reference_logps_reused": store.reused, "resumed_from_step": resumed_step(checkpoint), "processes": world_size()}
             log_history = list(trainer.state.log_history)
             last = [h for h in log_history if "rewards/accuracies" in h]
             if last:
@@ -142,16 +166,34 @@ def train_dpo(
             if eval_set is not None:
                 metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
                 log_history = list(trainer.state.log_history)  # with the evaluation's entry
-            trainer.save_model(str(out))  # ZeRO-3: full weights gathered on save (stage3_gather_16bit_weights_on_model_save)
-            tokenizer.save_pretrained(str(out))
+            trainer.save_model(str(out))  # every process: ZeRO-3 gathers the full weights on save (stage3_gather_16bit_weights_on_model_save)
+            if is_main():
+                tokenizer.save_pretrained(str(out))
             del trainer
         output = models_dir / model_id
         run.timings = {"train": train_seconds, "total": time.perf_counter() - t0}
         run.rows_in = len(train_rows)
         hyper = {**asdict(settings), "iteration": iteration, "override_quality": override_quality}
-        register_model(lake, model_id, "dpo", policy_path, snapshot, hyper, metrics, str(output), "succeeded", run.run_id,
-                       reference_model=model_key(reference_path, models_dir), quality=quality, unused=unused, log_history=log_history)
+        if is_main():
+            register_model(lake, model_id, "dpo", policy_path, snapshot, hyper, metrics, str(output), "succeeded", run.run_id,
+                           reference_model=model_key(reference_path, models_dir), quality=quality, unused=unused, log_history=log_history)
     return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
+
+
+def _not_registered(model_id: str) -> dict:
+    raise RuntimeError(f"the launched job ended without registering {model_id}")
+
+
+def launch_dpo(lake: Lake, settings: DPOSettings, iteration: int, policy: str, initial: str, models_dir: Path,
+               override_quality: bool = False, reports_dir: Path | None = None) -> None:
+    """This job under ``accelerate launch`` (``settings.num_processes`` processes), with exactly these settings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings_file = Path(tmp, "settings.json")
+        settings_file.write_text(json.dumps({"dpo": asdict(replace(settings, launcher="inprocess"))}))
+        argv = ["--iter", str(iteration), "--policy", policy, "--initial", initial, "--lake", lake.uri, "--models-dir", str(models_dir),
+                "--config", str(settings_file)] + (["--override-quality"] if override_quality else []) \
+            + (["--reports-dir", str(reports_dir)] if reports_dir else [])
+        launch("prefhouse.training.train_dpo", argv, settings.num_processes, settings.accelerate_config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = build(DPOSettings, layers, "dpo")
     row = train_dpo(Lake(args.lake), settings, args.iteration, args.policy, args.initial, args.models_dir, args.override_quality,
                     reports_dir=args.reports_dir)  # a failed report raises ReportFailed: exit 1 (errors.run)
+    if not is_main():
+        return 0
     print(f"policy {row['model_id']}: {row['output_path']}")
     print(f"metrics: {row['metrics']}")
     return 0

@@ -2,6 +2,7 @@
 
     python training/train_rm.py --preset cpu                    # a few minutes here, embedded SmolLM2 + scalar head
     python training/train_rm.py --preset paper --set reward_model.base_model=PATH_OR_HUB_ID
+    python training/train_rm.py --preset cpu --set reward_model.launcher=accelerate --set reward_model.num_processes=2
     accelerate launch --config_file training/accelerate/deepspeed_zero3.yaml training/train_rm.py --preset paper
 
 The model is the base chat model with a scalar head (``num_labels = 1``), loss −log σ(r(x, a_w) − r(x, a_l))
@@ -14,9 +15,12 @@ per-prompt reward/length Pearson correlation of the paper's Figure 5. Metrics ar
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,18 @@ from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.core.runlog import RunRecord
 from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
-from prefhouse.training.jobs import Optimisation, add_job_arguments, finished_model, job_model_id, model_key, pair_rows, staged_output
+from prefhouse.training.distributed import is_main, launch, on_main, world_size
+from prefhouse.training.jobs import (
+    Optimisation,
+    add_job_arguments,
+    finished_model,
+    job_model_id,
+    last_checkpoint,
+    model_key,
+    pair_rows,
+    resumed_step,
+    staged_output,
+)
 from prefhouse.training.lineage import register_model
 from prefhouse.training.snapshot import Snapshot, resolve
 
@@ -94,20 +109,26 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
     from trl import RewardConfig, RewardTrainer
 
     snapshot = snapshot or resolve(lake, settings.selection(), columns="pair_id, prompt_id, source, iteration")
-    base_path = models.resolve(settings.base_model, models_dir)
+    base_path = on_main(models.resolve, settings.base_model, models_dir)
     model_id = job_model_id("rm" if job_kind == "reward_model" else job_kind, base=model_key(base_path, models_dir), pairs_table=lake.table_id(S.PAIRS), snapshot=snapshot.snapshot_hash,
                             settings=settings)
     done = finished_model(lake, model_id)
     if done:
         print(f"reward model {model_id} already trained on this snapshot: {done['output_path']}", file=sys.stderr)
         return done
+    if settings.launcher == "accelerate" and world_size() == 1:  # this job again, once per process; then its registered model
+        launch_reward_model(settings, lake, models_dir, job_kind)
+        done = finished_model(lake, model_id)
+        if done is None:
+            raise RuntimeError(f"the launched job ended without registering {model_id}")
+        return done
     train_rows = pair_rows(lake, snapshot, "train")
     if not train_rows:
         raise ValueError(f"the snapshot {snapshot.snapshot_hash} has no training pairs: {snapshot.describe()}")
-    run = RunRecord("train_rm", {"settings": asdict(settings), "base_model": base_path})
+    run = RunRecord("train_rm", {"settings": asdict(settings), "base_model": base_path, "processes": world_size()})
     run.versions_before = snapshot.versions
     t0 = time.perf_counter()
-    with run.logged(lake):
+    with run.logged(lake) if is_main() else nullcontext():
         tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(base_path))
         set_seed(settings.seed)  # the scalar head is initialised here, before the Trainer seeds anything
         model = models.fit_embeddings(AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1), tokenizer)
@@ -117,35 +138,52 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
             args = RewardConfig(**settings.trainer_kwargs(out / "trainer"), disable_tqdm=not progress)
             trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
             unused = {r["pair_id"] for r in train_rows} - set(trainer.train_dataset["pair_id"])  # longer than max_length: dropped by TRL
-            result = trainer.train()
-            trainer.save_model(str(out))  # under ZeRO-3 this gathers the full weights (stage3_gather_16bit_weights_on_model_save)
-            tokenizer.save_pretrained(str(out))
+            checkpoint = last_checkpoint(out)
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+            trainer.save_model(str(out))  # every process: under ZeRO-3 this gathers the full weights (stage3_gather_16bit_weights_on_model_save)
             train_seconds = time.perf_counter() - t0
-            metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "train_pairs": len(train_rows), "train_pairs_unused": len(unused)}
+            metrics = {"train_loss": result.training_loss, "train_seconds": train_seconds, "train_pairs": len(train_rows), "train_pairs_unused": len(unused),
+                       "resumed_from_step": resumed_step(checkpoint), "processes": world_size()}
             log_history = list(trainer.state.log_history)
             history = [h for h in log_history if "accuracy" in h]
             if history:
                 metrics["train_accuracy_last_step"] = history[-1]["accuracy"]
             del trainer, model
-            scorer = RewardScorer(str(out), max_length=settings.max_length)
-            metrics.update(evaluate(scorer, pair_rows(lake, snapshot, "eval"), settings.min_responses_for_correlation, progress))
-            metrics["evaluated_on"] = f"held-out prompts ({settings.eval_fraction:.0%} of prompts) of the selection's {settings.splits} splits"
+            if is_main():
+                tokenizer.save_pretrained(str(out))
         output = models_dir / model_id
         run.timings = {"train": train_seconds, "total": time.perf_counter() - t0}
         run.rows_in = len(train_rows)
-        register_model(lake, model_id, job_kind, base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id,
-                       unused=unused, log_history=log_history)
+        if is_main():  # the held-out evaluation, by one process with the scorer the iterations use, while the others end
+            scorer = RewardScorer(str(output), max_length=settings.max_length)
+            metrics.update(evaluate(scorer, pair_rows(lake, snapshot, "eval"), settings.min_responses_for_correlation, progress))
+            metrics["evaluated_on"] = f"held-out prompts ({settings.eval_fraction:.0%} of prompts) of the selection's {settings.splits} splits"
+            register_model(lake, model_id, job_kind, base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id,
+                           unused=unused, log_history=log_history)
     return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
+
+
+def launch_reward_model(settings: RewardModelSettings, lake: Lake, models_dir: Path, job_kind: str = "reward_model") -> None:
+    """This job under ``accelerate launch`` (``settings.num_processes`` processes), with exactly these settings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings_file = Path(tmp, "settings.json")
+        settings_file.write_text(json.dumps({"reward_model": asdict(replace(settings, launcher="inprocess"))}))
+        argv = ["--lake", lake.uri, "--models-dir", str(models_dir), "--config", str(settings_file), "--job-kind", job_kind]
+        launch("prefhouse.training.train_rm", argv, settings.num_processes, settings.accelerate_config)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python training/train_rm.py", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser, {"reward_model": RewardModelSettings}, DEFAULT_LAKE, aliases={"--deepspeed": "reward_model.deepspeed"})
     add_job_arguments(parser)
+    parser.add_argument("--job-kind", choices=("reward_model", "judge"), default="reward_model",
+                        help="reward_model: the proxy the iterations score with | judge: the evaluation's second judge")
     args = parser.parse_args(argv)
     layers = layers_from_args(args)
     settings = build(RewardModelSettings, layers, "reward_model")
-    row = train_reward_model(Lake(args.lake), settings, args.models_dir)
+    row = train_reward_model(Lake(args.lake), settings, args.models_dir, job_kind=args.job_kind)
+    if not is_main():
+        return 0
     print(f"reward model {row['model_id']}: {row['output_path']}")
     print(f"metrics: {row['metrics']}")
     return 0

@@ -26,12 +26,19 @@ def preset_names() -> list[str]:
 
 def load_layers(preset: str, config: Path | None = None, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """The merged sections of ``preset`` (a name or a TOML path), an optional config file and ``--set`` items."""
+    return merge(preset_layer(preset), load_config(config), parse_overrides(overrides or []))
+
+
+def preset_layer(preset: str) -> dict[str, dict[str, Any]]:
+    """A preset's sections; one that says ``extends = "paper"`` is that preset with its own sections over it."""
     path = PRESETS_DIR / f"{preset}.toml"
     if not path.exists():
         path = Path(preset)
         if not path.exists():
             raise SettingsError(f"unknown preset {preset!r}; known: {', '.join(preset_names())} (or a TOML file)")
-    return merge(load_config(path), load_config(config), parse_overrides(overrides or []))
+    values = load_config(path)
+    base = values.pop("extends", None)
+    return merge(preset_layer(base), values) if base else values
 
 
 def build(cls: type, layers: dict[str, dict[str, Any]], section: str, **fixed: Any) -> Any:
@@ -61,7 +68,7 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def _preset_values() -> dict[str, dict[str, dict[str, Any]]]:
-    return {name: load_config(PRESETS_DIR / f"{name}.toml") for name in preset_names()}
+    return {name: preset_layer(name) for name in preset_names()}
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: str, prefixed: bool = True,

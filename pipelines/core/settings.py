@@ -86,27 +86,40 @@ def coerce(value: Any, annotation: str, key: str) -> Any:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """``["shp.min_score_ratio=3"]`` -> ``{"shp": {"min_score_ratio": "3"}}``."""
+    """``["shp.min_score_ratio=3"]`` -> ``{"shp": {"min_score_ratio": "3"}}``; a key of a table setting nests:
+    ``dpo.trainer.max_grad_norm=0.5`` -> ``{"dpo": {"trainer": {"max_grad_norm": "0.5"}}}``."""
     out: dict[str, dict[str, Any]] = {}
     for item in pairs:
         key, sep, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             raise SettingsError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        out.setdefault(section, {})[name] = value.strip()
+        table, dot, inner = name.partition(".")
+        if dot:
+            out.setdefault(section, {}).setdefault(table, {})[inner] = value.strip()
+        else:
+            out.setdefault(section, {})[name] = value.strip()
     return out
 
 
 def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The sections of a TOML file (or of a JSON object, as a launched job receives its settings)."""
     if path is None:
         return {}
+    if Path(path).suffix == ".json":
+        return json.loads(Path(path).read_text())
     with open(path, "rb") as handle:
         return tomllib.load(handle)
 
 
 def merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Later layers win, key by key; a table setting (``[dpo.trainer]``) merges key by key too."""
     out: dict[str, dict[str, Any]] = {}
     for layer in layers:
         for section, values in layer.items():
-            out.setdefault(section, {}).update(values)
+            merged = out.setdefault(section, {})
+            for key, value in values.items():
+                if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    value = {**merged[key], **value}
+                merged[key] = value
     return out
