@@ -9,6 +9,14 @@ with its ``storage_options``.
 
 Writes are appends, one atomic Delta commit each: either every row of the call becomes visible at the
 new version, or none does. Reads take an optional version, so any read in the project can be pinned.
+
+Concurrent writers. A row with a content id (:data:`ROW_KEYS`) must land once however many processes write
+it. In a local lake a pipeline holds an exclusive file lock over its read-dedupe-append cycle
+(:meth:`Lake.lock`). On an object store, where no such lock exists, an append of such a table is a Delta
+MERGE that inserts only the rows whose key the table lacks: Delta's optimistic concurrency makes it fail
+when another writer committed rows it did not read, and it is retried against the new version, so two
+racing writers leave every id once (the loser inserts nothing it would duplicate) or, after
+:data:`MERGE_ATTEMPTS` conflicts in a row, the call fails with a message saying so.
 """
 
 from __future__ import annotations
@@ -33,14 +41,21 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Field, write_deltalake
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
+from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.errors import UsageError
 
 DEFAULT_LAKE = "data/lake"
 
 Versions = dict[str, int]
 Partitions = Sequence[tuple[str, str, str]]  # Delta partition filters: (column, "=", value as text)
+MERGE_ATTEMPTS = 8  # conflicting commits an object-store append retries through before it gives up
+
+
+def row_key(table: str) -> tuple[str, ...] | None:
+    """The columns whose values make a row of ``table`` the same row (its content id), if it has one."""
+    return ("_raw_key",) if table.startswith("raw_") else S.ROW_KEYS.get(table)
 
 
 class LakeError(UsageError):
@@ -172,13 +187,17 @@ class Lake:
                     dt.alter.add_columns(missing)
                 self._schemas_checked.add(table)
             return
-        DeltaTable.create(
-            self.table_uri(table),
-            schema=schema,
-            partition_by=partition_by or None,
-            mode="ignore",
-            storage_options=self.storage_options or None,
-        )
+        try:
+            DeltaTable.create(
+                self.table_uri(table),
+                schema=schema,
+                partition_by=partition_by or None,
+                mode="ignore",
+                storage_options=self.storage_options or None,
+            )
+        except CommitFailedError:
+            if not self.exists(table):  # another writer created it first: that is the table we wanted
+                raise
 
     def append(
         self,
@@ -192,8 +211,14 @@ class Lake:
 
         A record-batch reader is streamed to Parquet files and committed once at the end, so memory stays
         bounded however large the append, and a crash before the commit leaves only unreferenced files that
-        no reader sees (``vacuum`` removes them).
+        no reader sees (``vacuum`` removes them). On an object store, a table with a row key gets
+        :meth:`insert_new` instead, so that concurrent writers cannot duplicate a row.
         """
+        keys = row_key(table)
+        if not _is_local(self.uri) and keys and not replace:
+            rows = data.read_all() if isinstance(data, pa.RecordBatchReader) else data  # a conditional insert may run more than once
+            self.create(table, rows.schema, partition_by)  # created first, once: two writers cannot both create it with their rows
+            return self.insert_new(table, lambda: rows, keys, metadata)
         write_deltalake(
             self.table_uri(table),
             data,
@@ -205,13 +230,38 @@ class Lake:
         )
         return self.delta(table).version()
 
+    def insert_new(self, table: str, make_data, keys: Sequence[str], metadata: Mapping[str, str] | None = None,
+                   partitions: Mapping[str, Sequence[str]] | None = None) -> int:
+        """Insert the rows of ``make_data()`` whose ``keys`` the table lacks, as one Delta MERGE; return the new version.
+
+        The MERGE reads the table (only the ``partitions`` given, when known) and commits only if no other
+        writer added data since that read (Delta's conflict check); on a conflict it runs again on the new
+        version, up to :data:`MERGE_ATTEMPTS` times. Keys compare with ``IS NOT DISTINCT FROM`` (a null split
+        is a value). ``make_data``: a callable returning the rows (a table or a fresh record-batch reader).
+        """
+        terms = [f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys]
+        terms += [f"(t.{c} IN ({', '.join(_sql_literal(v) for v in sorted(set(values)))}))" for c, values in (partitions or {}).items()]
+        on = " AND ".join(terms)
+        props = CommitProperties(custom_metadata=dict(metadata or {}))
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            try:
+                self.delta(table).merge(make_data(), predicate=on, source_alias="s", target_alias="t",
+                                        commit_properties=props).when_not_matched_insert_all().execute()
+                return self.delta(table).version()
+            except CommitFailedError as exc:
+                if attempt == MERGE_ATTEMPTS:
+                    raise LakeError(f"{table}: another writer committed during each of {MERGE_ATTEMPTS} attempts to insert new rows "
+                                    f"({exc}); nothing of this append landed and nothing was duplicated: run the same command again") from exc
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+        raise AssertionError("unreachable")
+
     @contextlib.contextmanager
     def lock(self, name: str = "writer") -> Iterator[None]:
         """Hold an exclusive, non-blocking writer lock for a pipeline (local lakes).
 
         Delta's log already makes each commit atomic; the lock makes a whole read-dedupe-append cycle
-        exclusive, so two runs of the same stage cannot both decide a row is new. On object stores the
-        commit itself is safe (conditional put) and this lock is a no-op.
+        exclusive, so two runs of the same stage cannot both decide a row is new. Object stores have no such
+        lock: there, appends of tables with a row key are conditional MERGEs (:meth:`insert_new`) and this is a no-op.
         """
         if not _is_local(self.uri):
             yield
@@ -291,6 +341,12 @@ def _inside(root: Path, relative: str, table: str) -> Path:
 
 def _has_stats(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _sql_literal(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    return value if value.lstrip("-").isdigit() else "'" + value.replace("'", "''") + "'"
 
 
 def _partition_dir(values: dict[str, str | None]) -> str:
@@ -465,9 +521,16 @@ class Staging:
     def _commit_table(self, table: str, staged: _StagedTable, metadata: dict[str, str], replace: Partitions | None = None) -> int:
         if not self.local:
             files = [str(staged.root / f.path) for f in staged.done]
-            dataset = pads.dataset(files, schema=staged.schema, format="parquet")
-            reader = pa.RecordBatchReader.from_batches(staged.schema, dataset.to_batches())
-            return self.lake.append(table, reader, staged.partition_by, metadata, replace)
+            rows = lambda: pa.RecordBatchReader.from_batches(  # noqa: E731  (a new reader per attempt of a conditional insert)
+                staged.schema, pads.dataset(files, schema=staged.schema, format="parquet").to_batches())
+            keys = row_key(table)
+            if keys and not replace:
+                self.lake.create(table, staged.schema, staged.partition_by)
+                staged_values = pads.dataset(files, schema=staged.schema, format="parquet").to_table(columns=staged.partition_by)
+                partitions = {c: [str(v) for v in pc.unique(staged_values.column(c)).to_pylist()]  # the MERGE reads these partitions only
+                              for c in staged.partition_by if staged_values.column(c).null_count == 0}
+                return self.lake.insert_new(table, rows, keys, metadata, partitions)
+            return self.lake.append(table, rows(), staged.partition_by, metadata, replace)
         props = CommitProperties(custom_metadata=metadata)
         now = int(time.time() * 1000)
         actions = [

@@ -399,6 +399,14 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     TRAINING_LOGS: (TRAINING_LOG_SCHEMA, []),
 }
 
+# The content id of each table whose rows are written once however often a run repeats (raw tables: ``_raw_key``):
+# what an object-store append matches on (Lake.insert_new), so that concurrent writers cannot duplicate a row.
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    PAIRS: ("pair_id",), PAIR_SOURCES: ("copy_id",), QUARANTINE: ("quarantine_id",), PROMPTS: ("prompt_id", "source", "split"),
+    RESPONSES: ("response_id",), SCORES: ("response_id",), DRAWN_PROMPTS: ("iteration", "prompt_id"), EVAL_PROMPTS: ("prompt_id",),
+    EVAL_RESPONSES: ("response_id",), EVAL_SCORES: ("score_id",), REFERENCE_LOGPS: ("pair_id", "reference_model_id", "encoding_key"),
+}
+
 RAW_INGEST_COLUMNS = [
     ("_raw_key", pa.string()),  # "<split>#<row index>" within its file or hub split
     ("_split", pa.string()),
