@@ -60,7 +60,8 @@ def plan(lake: Lake, it: Iteration, stages: list[str]) -> str:
     lines.append(f"DPO: reference={dpo.reference}, pairs={dpo.pairs}, sources={list(dpo.sources) or dpo.mixture}, beta={dpo.beta}, "
                  f"lr={dpo.learning_rate}, epochs={dpo.epochs}")
     g = it.config.generate
-    lines.append(f"generate: engine={pick_engine(g.engine)}, n={g.n}, temperatures={list(g.temperatures)}, max_new_tokens={g.max_new_tokens}")
+    lines.append(f"generate: engine={pick_engine(g.engine)}, n={g.n}, temperatures={list(g.temperatures)}, max_new_tokens={g.max_new_tokens}, "
+                 f"executor={g.executor} x{g.replicas}; score: executor={it.config.score.executor} x{it.config.score.replicas}")
     return "\n".join(lines)
 
 

@@ -71,8 +71,9 @@ print("rows_out", run.rows_out)
 
 
 def test_two_curations_racing_on_s3_store_every_row_once(s3_lake: Lake) -> None:
-    """The writer lock is a local file lock; on S3 the appends of id-keyed tables are conditional MERGEs. Two curations
-    of the same files at once (measured before: 76 pair rows, 38 distinct) leave every id once."""
+    """The writer lock is a local file lock; on S3 the appends of id-keyed tables are conditional inserts (a Delta
+    application transaction). Two curations of the same files at once (measured before: 76 pair rows, 38 distinct)
+    leave every id once."""
     code = RACER.format(uri=s3_lake.uri, options=s3_lake.storage_options, samples=str(SAMPLES))
     racers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outcomes = [(p.wait(600), p.stdout.read(), p.stderr.read()) for p in racers]
@@ -92,7 +93,7 @@ def test_two_curations_racing_on_s3_store_every_row_once(s3_lake: Lake) -> None:
 
 
 def test_a_conflicting_commit_is_retried_on_the_new_version(s3_lake: Lake, monkeypatch) -> None:
-    """Deterministic: the MERGE reads a version another writer has already moved past; Delta refuses its commit, the
+    """Deterministic: the insert reads a version another writer has already moved past; Delta refuses its commit, the
     insert runs again on the new version, and the row the other writer landed is not inserted twice."""
     import pyarrow as pa
     from prefhouse.pipelines.core import schema as S
@@ -112,3 +113,26 @@ def test_a_conflicting_commit_is_retried_on_the_new_version(s3_lake: Lake, monke
     monkeypatch.setattr(Lake, "delta", real)
     ids = sorted(s3_lake.read(S.EVAL_PROMPTS).column("prompt_id").to_pylist())
     assert ids == ["a", "b"] and len(calls) >= 3  # the stale attempt, the retry, the version read
+
+
+def test_an_iteration_with_its_training_jobs_and_report_on_s3(s3_lake: Lake, tiny_model: str, tmp_path) -> None:
+    """The whole chain on the object store: curation, the reward model, iteration 1 (generate, score, select, report,
+    DPO), and SQL over what it wrote."""
+    import json
+
+    from prefhouse.pipelines.run_iteration import run_iteration
+    from prefhouse.training.train_rm import train_reward_model
+
+    from .test_run_iteration import rm_settings, small_config
+
+    curate(["helpsteer", "ultrafeedback", "distilabel_capybara_dpo_7k_binarized"], s3_lake, SAMPLES, progress=False)
+    train_reward_model(s3_lake, rm_settings(tiny_model), tmp_path / "models", progress=False)
+    config = small_config(tiny_model, "transformers", 'prompts.mixture={"ultrafeedback": 0.5, "helpsteer": 0.5}', 'dpo.mixture=all')
+    timings, summary = run_iteration(s3_lake, 1, config, models_dir=tmp_path / "models", reports_dir=tmp_path / "reports", progress=False)
+    assert list(timings) == ["prompts", "generate", "score", "select", "report", "train", "evaluate"]
+    assert summary["report_status"] == "passed" and (tmp_path / "reports" / "iteration-1" / "report.html").exists()
+    rows = run_query(s3_lake, "SELECT (SELECT count(*) FROM responses) AS responses, (SELECT count(*) FROM scores) AS scores, "
+                              "(SELECT count(*) FROM pairs WHERE iteration = 1) AS online").to_pylist()[0]
+    assert rows["responses"] == rows["scores"] == 16 and rows["online"] == summary["pairs"]
+    trained = [m for m in s3_lake.read("models").to_pylist() if m["job_kind"] == "dpo"]
+    assert len(trained) == 1 and json.loads(trained[0]["quality"])["quality_status"] == "passed"

@@ -263,3 +263,4 @@ def test_the_paper_8gpu_preset_is_the_paper_at_its_scale() -> None:
     assert (config.dpo.beta, config.dpo.learning_rate, config.dpo.epochs, config.generate.n, config.prompts.m) == (0.1, 5e-7, 2.0, 8, 20000)
     assert config.prompts == paper.prompts and config.select == paper.select  # inherited, not copied
     assert config.iteration.initial_policy == "RLHFlow/LLaMA3-SFT" and config.generate.stop_token_ids == (128009,)
+    assert (config.generate.executor, config.generate.replicas, config.score.executor, config.score.replicas) == ("ray", 8, "ray", 8)

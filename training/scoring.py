@@ -19,24 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from prefhouse.pipelines.core.settings import setting
+from prefhouse.pipelines.core.runlog import worker_name
 from prefhouse.training.models import fit_embeddings, with_distinct_pad
 from tqdm import tqdm
 
 NOT_TRUNCATED, PROMPT_TRUNCATED, RESPONSE_TRUNCATED = "none", "prompt", "response"
-
-
-@dataclass(frozen=True)
-class ScoreSettings:
-    """How the online iteration scores its responses with the reward model (the ``[score]`` section)."""
-
-    max_length: int = setting(2048, "longest prompt + response the reward model reads, in tokens; longer ones lose the start of "
-                                     "the prompt, and a response longer on its own is scored on its first tokens (both counted)")
-    batch_tokens: int = setting(16_384, "tokens per scoring batch (length-bucketed, padded to the longest)")
-
-    def __post_init__(self) -> None:
-        if self.max_length < 8 or self.batch_tokens < self.max_length:
-            raise ValueError("max_length must be at least 8 and batch_tokens at least max_length")
 
 
 def fit_to_length(ids: list[int], prompt_tokens: int, max_length: int, bos: int | None) -> tuple[list[int], str]:
@@ -132,7 +119,25 @@ def score_responses(scorer: RewardScorer, responses, reward_model_id: str, run_i
     return responses.select("response_id", "prompt_id", "iteration").with_columns(
         pl.Series("reward", rewards, dtype=pl.Float64), pl.Series("truncation", cuts, dtype=pl.String), pl.lit(reward_model_id).alias("reward_model_id"),
         pl.lit(run_id).alias("run_id"), pl.lit(datetime.now(UTC), pl.Datetime("us", "UTC")).alias("created_at"),
+        pl.lit("local").alias("executor"), pl.lit(worker_name()).alias("worker"),
     )
+
+
+@dataclass
+class ScoreReplica:
+    """Scoring as an executor's replica: the reward model loaded once per process (on first use), one shard of responses per call."""
+
+    model_path: str
+    reward_model_id: str
+    run_id: str
+    max_length: int
+    batch_tokens: int
+    progress: bool = True
+
+    def __call__(self, responses):
+        if getattr(self, "_scorer", None) is None:
+            self._scorer = RewardScorer(self.model_path, max_length=self.max_length, batch_tokens=self.batch_tokens)
+        return score_responses(self._scorer, responses, self.reward_model_id, self.run_id, self.progress)
 
 
 class SequenceLogProbs:

@@ -12,11 +12,11 @@ new version, or none does. Reads take an optional version, so any read in the pr
 
 Concurrent writers. A row with a content id (:data:`ROW_KEYS`) must land once however many processes write
 it. In a local lake a pipeline holds an exclusive file lock over its read-dedupe-append cycle
-(:meth:`Lake.lock`). On an object store, where no such lock exists, an append of such a table is a Delta
-MERGE that inserts only the rows whose key the table lacks: Delta's optimistic concurrency makes it fail
-when another writer committed rows it did not read, and it is retried against the new version, so two
-racing writers leave every id once (the loser inserts nothing it would duplicate) or, after
-:data:`MERGE_ATTEMPTS` conflicts in a row, the call fails with a message saying so.
+(:meth:`Lake.lock`). On an object store, where no such lock exists, an append of such a table inserts only
+the rows whose key the table lacks, in a commit carrying a Delta application transaction: Delta's
+optimistic concurrency refuses it when another insert committed since its read, and it is retried against
+the new version, so two racing writers leave every id once (the loser inserts nothing it would duplicate)
+or, after :data:`INSERT_ATTEMPTS` conflicts in a row, the call fails with a message saying so.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ DEFAULT_LAKE = "data/lake"
 
 Versions = dict[str, int]
 Partitions = Sequence[tuple[str, str, str]]  # Delta partition filters: (column, "=", value as text)
-MERGE_ATTEMPTS = 8  # conflicting commits an object-store append retries through before it gives up
+INSERT_ATTEMPTS = 8  # conflicting commits an object-store append retries through before it gives up
+INSERT_APP_ID = "prefhouse.insert_new"  # the Delta application transaction every keyed object-store append carries
 
 
 def row_key(table: str) -> tuple[str, ...] | None:
@@ -218,7 +219,7 @@ class Lake:
         if not _is_local(self.uri) and keys and not replace:
             rows = data.read_all() if isinstance(data, pa.RecordBatchReader) else data  # a conditional insert may run more than once
             self.create(table, rows.schema, partition_by)  # created first, once: two writers cannot both create it with their rows
-            return self.insert_new(table, lambda: rows, keys, metadata)
+            return self.insert_new(table, lambda: rows, keys, metadata, partition_by=partition_by)
         write_deltalake(
             self.table_uri(table),
             data,
@@ -230,27 +231,41 @@ class Lake:
         )
         return self.delta(table).version()
 
-    def insert_new(self, table: str, make_data, keys: Sequence[str], metadata: Mapping[str, str] | None = None,
-                   partitions: Mapping[str, Sequence[str]] | None = None) -> int:
-        """Insert the rows of ``make_data()`` whose ``keys`` the table lacks, as one Delta MERGE; return the new version.
+    def insert_new(self, table: str, make_rows, keys: Sequence[str], metadata: Mapping[str, str] | None = None,
+                   partitions: Mapping[str, Sequence[str]] | None = None, partition_by: list[str] | None = None) -> int:
+        """Append the rows of ``make_rows()`` whose ``keys`` the table lacks, in one commit that fails if another insert won.
 
-        The MERGE reads the table (only the ``partitions`` given, when known) and commits only if no other
-        writer added data since that read (Delta's conflict check); on a conflict it runs again on the new
-        version, up to :data:`MERGE_ATTEMPTS` times. Keys compare with ``IS NOT DISTINCT FROM`` (a null split
-        is a value). ``make_data``: a callable returning the rows (a table or a fresh record-batch reader).
+        Each attempt reads the table at its latest version (the key columns of the ``partitions`` given, when
+        known), drops the rows already there, and commits the rest with a Delta application transaction
+        (``txn``: app id :data:`INSERT_APP_ID`, version one past what it read): Delta's conflict check refuses
+        the commit when another writer committed that app id since the read, and the attempt is run again on
+        the new version, up to :data:`INSERT_ATTEMPTS` times. The rows are written by ``write_deltalake``, as
+        every other append (a Delta MERGE would do the same in one call but writes ``string_view`` columns that
+        pyarrow's filters cannot compare, delta-rs #4579). ``make_rows``: a callable returning a table or a
+        fresh record-batch reader.
         """
-        terms = [f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys]
-        terms += [f"(t.{c} IN ({', '.join(_sql_literal(v) for v in sorted(set(values)))}))" for c, values in (partitions or {}).items()]
-        on = " AND ".join(terms)
-        props = CommitProperties(custom_metadata=dict(metadata or {}))
-        for attempt in range(1, MERGE_ATTEMPTS + 1):
+        from deltalake import Transaction
+
+        for attempt in range(1, INSERT_ATTEMPTS + 1):
+            dt = self.delta(table)
+            where = None
+            for column, values in (partitions or {}).items():
+                term = pads.field(column).isin(pa.array(sorted(set(values)), pa.string()).cast(pa.schema(dt.schema().to_arrow()).field(column).type))
+                where = term if where is None else where & term
+            present = pa.chunked_array(
+                [_key(b, keys) for b in self.dataset(table, dt.version()).to_batches(columns=list(keys), filter=where)], pa.string())
+            rows = make_rows()
+            reader = rows if isinstance(rows, pa.RecordBatchReader) else pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
+            new = pa.RecordBatchReader.from_batches(
+                reader.schema, (b.filter(pc.invert(pc.is_in(_key(b, keys), value_set=present.combine_chunks()))) for b in reader))
+            seen = dt.transaction_version(INSERT_APP_ID) or 0
+            props = CommitProperties(custom_metadata=dict(metadata or {}), app_transactions=[Transaction(INSERT_APP_ID, seen + 1)])
             try:
-                self.delta(table).merge(make_data(), predicate=on, source_alias="s", target_alias="t",
-                                        commit_properties=props).when_not_matched_insert_all().execute()
+                write_deltalake(dt, new, mode="append", partition_by=partition_by or None, commit_properties=props)
                 return self.delta(table).version()
             except CommitFailedError as exc:
-                if attempt == MERGE_ATTEMPTS:
-                    raise LakeError(f"{table}: another writer committed during each of {MERGE_ATTEMPTS} attempts to insert new rows "
+                if attempt == INSERT_ATTEMPTS:
+                    raise LakeError(f"{table}: another writer committed during each of {INSERT_ATTEMPTS} attempts to insert new rows "
                                     f"({exc}); nothing of this append landed and nothing was duplicated: run the same command again") from exc
                 time.sleep(min(0.05 * 2 ** attempt, 2.0))
         raise AssertionError("unreachable")
@@ -261,7 +276,7 @@ class Lake:
 
         Delta's log already makes each commit atomic; the lock makes a whole read-dedupe-append cycle
         exclusive, so two runs of the same stage cannot both decide a row is new. Object stores have no such
-        lock: there, appends of tables with a row key are conditional MERGEs (:meth:`insert_new`) and this is a no-op.
+        lock: there, appends of tables with a row key are conditional inserts (:meth:`insert_new`) and this is a no-op.
         """
         if not _is_local(self.uri):
             yield
@@ -343,10 +358,11 @@ def _has_stats(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def _sql_literal(value: str | None) -> str:
-    if value is None:
-        return "NULL"
-    return value if value.lstrip("-").isdigit() else "'" + value.replace("'", "''") + "'"
+def _key(batch: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> pa.Array:
+    """One text per row of ``batch`` from its ``keys`` columns (a null is a value, distinct from every text)."""
+    parts = [pc.fill_null(pc.cast(batch.column(k), pa.string()), "\x00") for k in keys]
+    joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
 def _partition_dir(values: dict[str, str | None]) -> str:
@@ -527,9 +543,9 @@ class Staging:
             if keys and not replace:
                 self.lake.create(table, staged.schema, staged.partition_by)
                 staged_values = pads.dataset(files, schema=staged.schema, format="parquet").to_table(columns=staged.partition_by)
-                partitions = {c: [str(v) for v in pc.unique(staged_values.column(c)).to_pylist()]  # the MERGE reads these partitions only
+                partitions = {c: [str(v) for v in pc.unique(staged_values.column(c)).to_pylist()]  # the insert reads these partitions' keys only
                               for c in staged.partition_by if staged_values.column(c).null_count == 0}
-                return self.lake.insert_new(table, rows, keys, metadata, partitions)
+                return self.lake.insert_new(table, rows, keys, metadata, partitions, staged.partition_by)
             return self.lake.append(table, rows(), staged.partition_by, metadata, replace)
         props = CommitProperties(custom_metadata=metadata)
         now = int(time.time() * 1000)

@@ -97,3 +97,17 @@ class RunRecord:
             counts = pa.Table.from_pylist([{"run_id": self.run_id, **c} for c in self.counts], schema=RUN_COUNT_SCHEMA)
             lake.append(RUN_COUNTS, counts)
         lake.append(RUNS, pa.Table.from_pylist([row], schema=RUN_SCHEMA))
+
+
+def worker_name() -> str:
+    """The process that runs this code, for rows' provenance: ``host/pid``, or ``ray:<node id>/pid`` inside a Ray worker."""
+    import os
+    import socket
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+            return f"ray:{ray.get_runtime_context().get_node_id()[:12]}/{os.getpid()}"
+    return f"{socket.gethostname()}/{os.getpid()}"

@@ -187,6 +187,8 @@ RESPONSE_SCHEMA = pa.schema(
         ("policy_model_id", pa.string()),
         ("run_id", pa.string()),
         ("created_at", TIMESTAMP),
+        ("executor", pa.string()),  # local (the driver's process) | ray (a replica of a Ray actor pool)
+        ("worker", pa.string()),  # the process that made it: host/pid (Ray: node id/pid): "which machine made this" in SQL
     ]
 )
 
@@ -201,6 +203,8 @@ SCORE_SCHEMA = pa.schema(
         ("created_at", TIMESTAMP),
         # how the sequence was fitted to score.max_length: none | prompt (cut from the left) | response (scored on its start)
         ("truncation", pa.string()),
+        ("executor", pa.string()),  # local | ray, as for responses
+        ("worker", pa.string()),
     ]
 )
 

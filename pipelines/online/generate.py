@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import polars as pl
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
+from prefhouse.pipelines.core.runlog import worker_name
 from prefhouse.pipelines.core.settings import setting
 from tqdm import tqdm
 
@@ -62,11 +63,12 @@ def _seed(seed: int, prompt_ids: str, temperature: float) -> int:
 
 
 def _frame(rows: list[dict]) -> pl.DataFrame:
-    """Rows in the ``responses`` schema, with their ids."""
-    frame = pl.DataFrame(rows, schema={k: v for k, v in pl.from_arrow(S.RESPONSE_SCHEMA.empty_table()).schema.items() if k != "response_id"})
+    """Rows in the ``responses`` schema, with their ids, made by this process (the executor may say ``ray``)."""
+    made_here = ("response_id", "executor", "worker")
+    frame = pl.DataFrame(rows, schema={k: v for k, v in pl.from_arrow(S.RESPONSE_SCHEMA.empty_table()).schema.items() if k not in made_here})
     frame = with_md5(frame, "response_id", pl.col("prompt_id"), pl.col("iteration").cast(pl.String), pl.col("sample_index").cast(pl.String),
                      pl.col("policy_model_id"))
-    return frame.select(S.RESPONSE_SCHEMA.names)
+    return frame.with_columns(pl.lit("local").alias("executor"), pl.lit(worker_name()).alias("worker")).select(S.RESPONSE_SCHEMA.names)
 
 
 def _row(prompt_id: str, prompt: list, index: int, text: str, n_tokens: int, ended: bool, temperature: float, engine: str,
@@ -156,7 +158,8 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, model_path: str, seed: int = 42):
+    def __init__(self, model_path: str, seed: int = 42, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                 max_model_len: int | None = None):
         import os
 
         import torch
@@ -173,8 +176,11 @@ class VllmEngine:
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
         self.model_path = model_path
-        self.llm = LLM(model=model_path, dtype="float32" if cpu else "auto", enforce_eager=cpu, seed=seed, disable_log_stats=True,
-                       **(self._cpu_scheduling(model_path) if cpu else {}))
+        options = self._cpu_scheduling(model_path) if cpu else {"tensor_parallel_size": tensor_parallel_size,
+                                                                  "gpu_memory_utilization": gpu_memory_utilization}
+        if max_model_len:
+            options["max_model_len"] = max_model_len
+        self.llm = LLM(model=model_path, dtype="float32" if cpu else "auto", enforce_eager=cpu, seed=seed, disable_log_stats=True, **options)
 
     @staticmethod
     def _cpu_scheduling(model_path: str) -> dict:
@@ -230,5 +236,30 @@ def pick_engine(engine: str) -> str:
     return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
 
 
-def load_engine(engine: str, model_path: str, seed: int = 42) -> TransformersEngine | VllmEngine:
-    return VllmEngine(model_path, seed) if pick_engine(engine) == "vllm" else TransformersEngine(model_path)
+def load_engine(engine: str, model_path: str, seed: int = 42, **vllm_options) -> TransformersEngine | VllmEngine:
+    """The engine ``engine`` names; ``vllm_options`` (tensor_parallel_size, gpu_memory_utilization, max_model_len) go to vLLM."""
+    return VllmEngine(model_path, seed, **vllm_options) if pick_engine(engine) == "vllm" else TransformersEngine(model_path)
+
+
+@dataclass
+class GenerateReplica:
+    """Generation as an executor's replica: the engine loaded once per process (on first use), one shard of prompts per call."""
+
+    engine: str
+    model_path: str
+    sampling: SamplingSettings
+    iteration: int
+    policy_model_id: str
+    run_id: str
+    vllm_options: dict
+    progress: bool = True
+
+    def __call__(self, prompts: pl.DataFrame) -> pl.DataFrame:
+        if getattr(self, "_engine", None) is None:
+            self._engine = load_engine(self.engine, self.model_path, self.sampling.seed, **self.vllm_options)
+        return self._engine.generate(prompts, self.iteration, self.sampling, self.policy_model_id, self.run_id, self.progress)
+
+    def close(self) -> None:
+        if getattr(self, "_engine", None) is not None:
+            self._engine.close()
+            self._engine = None

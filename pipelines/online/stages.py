@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,34 +27,59 @@ from prefhouse.pipelines.core.runlog import new_run_id
 from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.online.draw_prompts import DrawSettings, draw_prompts
 from prefhouse.pipelines.online.evaluate import EvaluateSettings, eval_prompt_set, evaluate
-from prefhouse.pipelines.online.generate import SamplingSettings, load_engine, pick_engine
+from prefhouse.pipelines.online.executors import ExecutorSettings, run_shards
+from prefhouse.pipelines.online.generate import GenerateReplica, SamplingSettings, pick_engine
 from prefhouse.pipelines.online.iterations import IterationOrderError, latest_event, record
 from prefhouse.pipelines.online.select_pairs import SelectSettings, online_pairs, select_pairs
 from prefhouse.quality.guard import append_pairs, append_responses, append_scores
 from prefhouse.training import models
 from prefhouse.training.jobs import model_key
-from prefhouse.training.scoring import ScoreSettings
 from prefhouse.training.train_dpo import DPOSettings
 from prefhouse.training.train_rm import RewardModelSettings
 
 
 @dataclass(frozen=True)
-class GenerateSettings(SamplingSettings):
+class GenerateSettings(SamplingSettings, ExecutorSettings):
     engine: str = setting("auto", "auto | vllm | transformers")
-    chunk_prompts: int = setting(32, "prompts per commit of generation and scoring: what a crash can cost")
+    chunk_prompts: int = setting(32, "prompts per commit of generation and scoring (a shard of the ray executor): what a crash can cost")
     keep_truncated: bool = setting(True, "whether responses cut at max_new_tokens (finish_reason = length) may enter pairs; they are "
                                          "stored and scored either way, and counted (the reference code keeps them)")
+    tensor_parallel_size: int = setting(1, "vLLM: GPUs one policy replica is split over (a policy that does not fit one GPU)")
+    gpu_memory_utilization: float = setting(0.9, "vLLM: share of each GPU's memory for weights and KV cache")
+    max_model_len: int | None = setting(None, "vLLM: longest prompt + response; none: the model's own")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        SamplingSettings.__post_init__(self)
+        ExecutorSettings.__post_init__(self)
         if self.n < 2:
             raise ValueError("n must be at least 2: a pair needs two responses")
         pick_engine(self.engine)
-        if self.chunk_prompts < 1:
-            raise ValueError("chunk_prompts must be at least 1")
+        if self.chunk_prompts < 1 or self.tensor_parallel_size < 1 or not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError("chunk_prompts and tensor_parallel_size must be at least 1, gpu_memory_utilization in (0, 1]")
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(self.n, self.temperatures, self.max_new_tokens, self.seed, self.stop_token_ids)
+
+    def gpus_per_replica(self) -> float:
+        return self.num_gpus * self.tensor_parallel_size
+
+    def vllm_options(self) -> dict:
+        return {"tensor_parallel_size": self.tensor_parallel_size, "gpu_memory_utilization": self.gpu_memory_utilization,
+                "max_model_len": self.max_model_len}
+
+
+@dataclass(frozen=True)
+class ScoreSettings(ExecutorSettings):
+    """How the online iteration scores its responses with the reward model (the ``[score]`` section)."""
+
+    max_length: int = setting(2048, "longest prompt + response the reward model reads, in tokens; longer ones lose the start of "
+                                     "the prompt, and a response longer on its own is scored on its first tokens (both counted)")
+    batch_tokens: int = setting(16_384, "tokens per scoring batch (length-bucketed, padded to the longest)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_length < 8 or self.batch_tokens < self.max_length:
+            raise ValueError("max_length must be at least 8 and batch_tokens at least max_length")
 
 
 @dataclass(frozen=True)
@@ -182,38 +208,35 @@ class Iteration:
         chunks = [c for c in chunks if c.height]
         todo = sum(c.height for c in chunks)
         policy_id, policy_path = self.policy()
-        counts = {"prompts": prompts.height, "already_generated": prompts.height - todo, "engine": pick_engine(settings.engine)}
+        counts = {"prompts": prompts.height, "already_generated": prompts.height - todo, "engine": pick_engine(settings.engine),
+                  "executor": settings.executor, "replicas": settings.replicas}
         if not chunks:
             return counts
-        engine = load_engine(settings.engine, policy_path, settings.seed)
+        replica = partial(GenerateReplica, settings.engine, policy_path, settings.sampling(), self.n_iter, policy_id, self.run_id,
+                          settings.vllm_options(), self.progress and settings.executor == "local")
         tokens, t0 = 0, time.perf_counter()
-        try:
-            for i, chunk in enumerate(chunks):
-                print(f"  generate: chunk {i + 1} of {len(chunks)}, {chunk.height} prompts x {settings.n} ({engine.name})", file=sys.stderr, flush=True)
-                responses = engine.generate(chunk, self.n_iter, settings.sampling(), policy_id, self.run_id, self.progress)
-                append_responses(self.lake, responses, self.n_iter, settings.n)
-                tokens += int(responses["n_tokens"].sum())
-        finally:
-            engine.close()
+        for responses in run_shards(settings, chunks, replica, "generate", self.progress):
+            append_responses(self.lake, responses, self.n_iter, settings.n)
+            tokens += int(responses["n_tokens"].sum())
         seconds = time.perf_counter() - t0
         return {**counts, "generated_prompts": todo, "new_tokens": tokens, "tokens_per_s": tokens / seconds if seconds else None}
 
     def stage_score(self) -> dict:
-        from prefhouse.training.scoring import RewardScorer, score_responses
+        from prefhouse.training.scoring import ScoreReplica
 
         responses = _read(self.lake, S.RESPONSES, self.n_iter)
         scored = set(_read(self.lake, S.SCORES, self.n_iter, ["response_id"])["response_id"].to_list())
         todo = responses.filter(~pl.col("response_id").is_in(list(scored))).sort("prompt_id", "sample_index")
         rm_id, rm_path = self.reward_model()
         n = self.config.generate.n
-        if todo.height:
-            settings = self.config.score
-            scorer = RewardScorer(rm_path, max_length=settings.max_length, batch_tokens=settings.batch_tokens)
-            prompt_ids = todo["prompt_id"].unique(maintain_order=True).to_list()
-            chunk = self.config.generate.chunk_prompts
-            for start in range(0, len(prompt_ids), chunk):
-                part = todo.filter(pl.col("prompt_id").is_in(prompt_ids[start:start + chunk]))
-                append_scores(self.lake, score_responses(scorer, part, rm_id, self.run_id, self.progress), self.n_iter, n)
+        settings = self.config.score
+        prompt_ids = todo["prompt_id"].unique(maintain_order=True).to_list()
+        chunk = self.config.generate.chunk_prompts
+        shards = [todo.filter(pl.col("prompt_id").is_in(prompt_ids[start:start + chunk])) for start in range(0, len(prompt_ids), chunk)]
+        replica = partial(ScoreReplica, rm_path, rm_id, self.run_id, settings.max_length, settings.batch_tokens,
+                          self.progress and settings.executor == "local")
+        for scores in run_shards(settings, shards, replica, "score", self.progress):
+            append_scores(self.lake, scores, self.n_iter, n)
         scores = _read(self.lake, S.SCORES, self.n_iter, ["response_id", "truncation"])
         if scores.height != responses.height:
             raise RuntimeError(f"iteration {self.n_iter}: {responses.height} responses but {scores.height} scores; refusing to select")

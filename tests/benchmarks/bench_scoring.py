@@ -42,7 +42,7 @@ def main() -> None:
     reps = -(-args.pairs // len(responses))
     prompts, responses = (prompts * reps)[: args.pairs], (responses * reps)[: args.pairs]
     scorer = RewardScorer(model, max_length=args.max_length, batch_tokens=args.batch_tokens)
-    lengths = [len(x) for x in scorer.encode(prompts, responses)]
+    lengths = [len(x) for x in scorer.encode(prompts, responses)[0]]
     t0 = time.perf_counter()
     bucketed = scorer.score(prompts, responses)
     bucketed_s = time.perf_counter() - t0
