@@ -41,7 +41,7 @@ def test_prompts_of_earlier_iterations_are_not_drawn_again(curated_lake: Lake, t
     responses = pl.DataFrame([
         {"response_id": f"{p}-{k}", "prompt_id": p, "iteration": 1, "sample_index": k, "prompt": prompt, "response": f"r{k}",
          "n_tokens": 2, "finish_reason": "stop", "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8, "seed": 42,
-         "engine": "transformers", "policy_model_id": "p0", "run_id": "t", "created_at": None}
+         "engine": "transformers", "policy_model_id": "p0", "run_id": "t", "created_at": None, "executor": "local", "worker": "test"}
         for p, prompt in zip(first["prompt_id"], first["prompt"]) for k in range(2)
     ])
     append_responses(lake, responses, iteration=1, n=2)

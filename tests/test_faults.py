@@ -220,7 +220,8 @@ def test_guarded_appends_survive_a_fault_at_every_commit(tmp_path: Path, monkeyp
     pairs = pairs.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("rejected")).otherwise(pl.col("chosen")).alias("chosen"))
     responses = _responses()
     scores = responses.select("response_id", "prompt_id", "iteration", (pl.col("sample_index") * 0.5).cast(pl.Float64).alias("reward"),
-                               pl.lit("rm-0").alias("reward_model_id"), pl.lit("test").alias("run_id"), pl.col("created_at"), pl.lit("none").alias("truncation"))
+                               pl.lit("rm-0").alias("reward_model_id"), pl.lit("test").alias("run_id"), pl.col("created_at"), pl.lit("none").alias("truncation"),
+                       pl.lit("local").alias("executor"), pl.lit("test").alias("worker"))
 
     def operation(lake: Lake) -> None:
         if kind == "pairs":  # one pair has identical replies: a row gate quarantines it, so quarantine is staged too

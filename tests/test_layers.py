@@ -8,7 +8,6 @@ import each other without a loop.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from .conftest import REPO
 

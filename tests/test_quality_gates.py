@@ -141,7 +141,8 @@ def responses(iteration: int = 1, n: int = 4, prompts: tuple[str, ...] = ("p1", 
 
 def scores_for(resp: pl.DataFrame) -> pl.DataFrame:
     return resp.select("response_id", "prompt_id", "iteration", (pl.col("sample_index") * 0.5).cast(pl.Float64).alias("reward"),
-                       pl.lit("rm-0").alias("reward_model_id"), pl.lit("test").alias("run_id"), pl.col("created_at"), pl.lit("none").alias("truncation"))
+                       pl.lit("rm-0").alias("reward_model_id"), pl.lit("test").alias("run_id"), pl.col("created_at"), pl.lit("none").alias("truncation"),
+                       pl.lit("local").alias("executor"), pl.lit("test").alias("worker"))
 
 
 def test_responses_and_scores_land_when_whole(lake: Lake) -> None:

@@ -18,7 +18,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.settings import setting
-from prefhouse.training.distributed import config_path, is_main, wait_for_everyone, world_size
+from prefhouse.training.distributed import config_path, is_main, launch, wait_for_everyone, world_size
 from prefhouse.training.snapshot import PairChoice, Selection
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
@@ -252,6 +252,17 @@ def pair_rows(lake: Lake, snapshot, split: str = "train") -> list[dict]:
     by_id = {r["pair_id"]: r for r in texts.iter_rows(named=True)}
     return [{"pair_id": p, "source": by_id[p]["source"], "prompt": by_id[p]["prompt"], "chosen": by_id[p]["chosen"][-1:],
              "rejected": by_id[p]["rejected"][-1:]} for p in ids.column("pair_id").to_pylist()]
+
+
+def launch_job(module: str, section: str, settings: Optimisation, lake: Lake, models_dir: Path, *args: str) -> None:
+    """The job ``module`` under ``accelerate launch`` with exactly ``settings`` (a JSON layer; its launcher set to inprocess)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings_file = Path(tmp, "settings.json")
+        settings_file.write_text(json.dumps({section: asdict(replace(settings, launcher="inprocess"))}))
+        argv = ["--lake", lake.uri, "--models-dir", str(models_dir), "--config", str(settings_file), *args]
+        launch(module, argv, settings.num_processes, settings.accelerate_config)
 
 
 def add_job_arguments(parser) -> None:

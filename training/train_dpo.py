@@ -18,12 +18,10 @@ job checkpoints, and the same command after a kill resumes from the last checkpo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,13 +31,14 @@ from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.core.runlog import RunRecord
 from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
-from prefhouse.training.distributed import is_main, launch, on_main, world_size
+from prefhouse.training.distributed import is_main, on_main, world_size
 from prefhouse.training.jobs import (
     Optimisation,
     add_job_arguments,
     finished_model,
     job_model_id,
     last_checkpoint,
+    launch_job,
     model_key,
     pair_rows,
     resumed_step,
@@ -115,7 +114,9 @@ def train_dpo(
         return done
     quality = on_main(quality_gate, lake, iteration, override_quality, snapshot, report, reports_dir)
     if settings.launcher == "accelerate" and world_size() == 1:  # this job again, once per process; then its registered model
-        launch_dpo(lake, settings, iteration, policy_path, initial_path, models_dir, override_quality, reports_dir)
+        launch_job("prefhouse.training.train_dpo", "dpo", settings, lake, models_dir, "--iter", str(iteration), "--policy", policy_path,
+                   "--initial", initial_path, *(["--override-quality"] if override_quality else []),
+                   *(["--reports-dir", str(reports_dir)] if reports_dir else []))
         return finished_model(lake, model_id) or _not_registered(model_id)
     train_rows, eval_rows = pair_rows(lake, snapshot, "train"), pair_rows(lake, snapshot, "eval")
     if not train_rows:
@@ -182,18 +183,6 @@ def train_dpo(
 
 def _not_registered(model_id: str) -> dict:
     raise RuntimeError(f"the launched job ended without registering {model_id}")
-
-
-def launch_dpo(lake: Lake, settings: DPOSettings, iteration: int, policy: str, initial: str, models_dir: Path,
-               override_quality: bool = False, reports_dir: Path | None = None) -> None:
-    """This job under ``accelerate launch`` (``settings.num_processes`` processes), with exactly these settings."""
-    with tempfile.TemporaryDirectory() as tmp:
-        settings_file = Path(tmp, "settings.json")
-        settings_file.write_text(json.dumps({"dpo": asdict(replace(settings, launcher="inprocess"))}))
-        argv = ["--iter", str(iteration), "--policy", policy, "--initial", initial, "--lake", lake.uri, "--models-dir", str(models_dir),
-                "--config", str(settings_file)] + (["--override-quality"] if override_quality else []) \
-            + (["--reports-dir", str(reports_dir)] if reports_dir else [])
-        launch("prefhouse.training.train_dpo", argv, settings.num_processes, settings.accelerate_config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,12 +15,10 @@ per-prompt reward/length Pearson correlation of the paper's Figure 5. Metrics ar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +28,14 @@ from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.core.runlog import RunRecord
 from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
-from prefhouse.training.distributed import is_main, launch, on_main, world_size
+from prefhouse.training.distributed import is_main, on_main, world_size
 from prefhouse.training.jobs import (
     Optimisation,
     add_job_arguments,
     finished_model,
     job_model_id,
     last_checkpoint,
+    launch_job,
     model_key,
     pair_rows,
     resumed_step,
@@ -117,7 +116,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
         print(f"reward model {model_id} already trained on this snapshot: {done['output_path']}", file=sys.stderr)
         return done
     if settings.launcher == "accelerate" and world_size() == 1:  # this job again, once per process; then its registered model
-        launch_reward_model(settings, lake, models_dir, job_kind)
+        launch_job("prefhouse.training.train_rm", "reward_model", settings, lake, models_dir, "--job-kind", job_kind)
         done = finished_model(lake, model_id)
         if done is None:
             raise RuntimeError(f"the launched job ended without registering {model_id}")
@@ -161,15 +160,6 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
             register_model(lake, model_id, job_kind, base_path, snapshot, asdict(settings), metrics, str(output), "succeeded", run.run_id,
                            unused=unused, log_history=log_history)
     return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
-
-
-def launch_reward_model(settings: RewardModelSettings, lake: Lake, models_dir: Path, job_kind: str = "reward_model") -> None:
-    """This job under ``accelerate launch`` (``settings.num_processes`` processes), with exactly these settings."""
-    with tempfile.TemporaryDirectory() as tmp:
-        settings_file = Path(tmp, "settings.json")
-        settings_file.write_text(json.dumps({"reward_model": asdict(replace(settings, launcher="inprocess"))}))
-        argv = ["--lake", lake.uri, "--models-dir", str(models_dir), "--config", str(settings_file), "--job-kind", job_kind]
-        launch("prefhouse.training.train_rm", argv, settings.num_processes, settings.accelerate_config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,9 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 

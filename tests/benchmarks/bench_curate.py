@@ -1,12 +1,19 @@
 """Curation speed: the project vs a naive per-row Python baseline vs the pyarrow Parquet write floor.
 
     python tests/benchmarks/bench_curate.py --rows 1000000
+    python tests/benchmarks/bench_curate.py --datasets-map 100000   # HH-RLHF + UltraFeedback vs datasets.map, cold processes
 
 Generates (or reuses) scaled raw data in the real schemas (tests/benchmarks/scale.py), then runs, each in
 its own process so that peak RSS is its own: (a) the project's curation into a fresh lake, (b) the naive
 per-row baseline on the same files, (c) writing the project's output tables with ``pyarrow.parquet`` alone
 (snappy, delta-rs's default), the floor for any writer of the same bytes. Prints rows/s, peak RSS and the
 ratios. Targets on a 2-core machine: (a) >= 10x (b), (a) within 3x of (c), peak RSS of (a) < 2 GB.
+
+``--datasets-map N``: N raw rows each of HH-RLHF and UltraFeedback (hub schemas), three cold processes timed
+whole: (a) ``prefhouse curate --sources hh_rlhf,ultrafeedback``; (d) the common script, ``datasets.load_dataset
+("json")`` and a ``.map`` doing the same parsing and pairing per row as the adapters (naive_curate's rules), no
+ids, provenance or gates, ``to_parquet``; (e) the floor: ``pyarrow.json`` reads the same files and
+``pyarrow.parquet`` writes the project's resulting pairs. Targets: (a) <= 0.5x (d), (a) <= 3x (e).
 """
 
 from __future__ import annotations
@@ -83,6 +90,87 @@ def run_floor(lake_uri: str, work: Path) -> dict:
             "bytes": sum(p.stat().st_size for p in out.iterdir())}
 
 
+def run_datasets_map(data: Path, work: Path, sources: list[str]) -> dict:
+    """The common script: datasets' JSON loader, a per-row map (batched only so that one row may give several pairs), Parquet."""
+    import datasets
+    from naive_curate import Sink, map_row
+
+    datasets.disable_progress_bars()
+
+    def mapper(source: str):
+        def pairs_of(batch: dict) -> dict:
+            sink = Sink(source, ids=False)
+            columns = list(batch)
+            for i in range(len(batch[columns[0]])):
+                map_row(source, sink, f"{i}", {c: batch[c][i] for c in columns}, {})
+            out = {k: [p[k] for p in sink.pairs] for k in ("prompt", "chosen", "rejected", "chosen_score", "rejected_score", "source", "raw_key")}
+            return out
+        return pairs_of
+
+    pairs = 0
+    for source in sources:
+        files = sorted(str(p) for p in (data / source).glob("*.jsonl"))
+        raw = datasets.load_dataset("json", data_files=files, split="train", cache_dir=str(work / "hf-cache"))
+        mapped = raw.map(mapper(source), batched=True, batch_size=1000, remove_columns=raw.column_names)
+        mapped.to_parquet(str(work / f"datasets-{source}.parquet"))
+        pairs += mapped.num_rows
+    return {"pairs": pairs, "rss_mb": peak_rss_mb()}
+
+
+def run_read_write_floor(data: Path, lake_uri: str, sources: list[str]) -> dict:
+    """Read the raw JSON with pyarrow (timed), load the project's pairs (not timed), write them with pyarrow (timed)."""
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+    from prefhouse.pipelines.core.lake import Lake
+
+    t0 = time.perf_counter()
+    rows = sum(pj.read_json(p).num_rows for s in sources for p in sorted((data / s).glob("*.jsonl")))
+    read_s = time.perf_counter() - t0
+    pairs = Lake(lake_uri).read("pairs")
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        pq.write_table(pairs, Path(out) / "pairs.parquet", compression="snappy")
+        write_s = time.perf_counter() - t0
+    return {"seconds": read_s + write_s, "read_s": read_s, "write_s": write_s, "rows": rows, "pairs": pairs.num_rows}
+
+
+def timed_child(variant: str, *args: str) -> tuple[float, dict]:
+    """A cold process, timed whole (interpreter start and imports included)."""
+    t0 = time.perf_counter()
+    result = child(variant, *args)
+    return time.perf_counter() - t0, result
+
+
+def datasets_map_comparison(rows: int, data_root: Path, pad: int) -> None:
+    sources = ["hh_rlhf", "ultrafeedback"]
+    data = data_root.parent / f"raw-hh-uf-{rows}"
+    marker = data / f".rows-{rows}-pad-{pad}"
+    if not marker.exists():
+        from scale import generate
+
+        shutil.rmtree(data, ignore_errors=True)
+        generate(0, data, pad, per_source={s: rows for s in sources})
+        marker.touch()
+    size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    work = Path(tempfile.mkdtemp(prefix="prefhouse-bench-"))
+    try:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "prefhouse.pipelines.curate", "--sources", ",".join(sources), "--data-dir", str(data),
+                               "--lake", str(work / "lake"), "--quiet"], capture_output=True, text=True)
+        project_s = time.perf_counter() - t0
+        if proc.returncode:
+            raise SystemExit(f"curate failed:\n{proc.stderr}")
+        common_s, common = timed_child("datasets", "--data", str(data), "--work", str(work))
+        _, floor = timed_child("readfloor", "--data", str(data), "--lake-uri", str(work / "lake"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nHH-RLHF + UltraFeedback, {rows:,} raw rows each ({size / 1e6:,.0f} MB of JSONL), cold processes timed whole")
+    print(f"(a) prefhouse curate              : {project_s:7.1f} s  ({floor['pairs']:,} pairs, with ids, provenance, prompts, quarantine, gates)")
+    print(f"(d) datasets.load_dataset + .map  : {common_s:7.1f} s  ({common['pairs']:,} pairs, no ids or dedup; peak RSS {common['rss_mb']:,.0f} MB)")
+    print(f"(e) pyarrow read + write (floor)  : {floor['seconds']:7.1f} s  (read {floor['read_s']:.1f} s, write {floor['write_s']:.1f} s)")
+    print(f"(a) / (d): {project_s / common_s:.2f}x (target <= 0.5x); (a) / (e): {project_s / floor['seconds']:.1f}x (target <= 3x)")
+
+
 def child(variant: str, *args: str) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--variant", variant, *args], capture_output=True, text=True)
     if proc.returncode:
@@ -96,6 +184,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / "data" / "bench" / "raw", help="scaled raw data (generated if absent)")
     parser.add_argument("--pad", type=int, default=3, help="filler paragraphs per prompt and reply (see scale.py)")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--datasets-map", type=int, default=0, metavar="N", help="only the HH-RLHF + UltraFeedback comparison, N rows each")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions of a cProfile run of (a), by cumulative time")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -103,9 +192,14 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.variant:
+        two = ["hh_rlhf", "ultrafeedback"]
         result = {"project": lambda: run_project(args.data, args.work, args.profile), "naive": lambda: run_naive(args.data, args.work),
-                  "floor": lambda: run_floor(args.lake_uri, args.work)}[args.variant]()
+                  "floor": lambda: run_floor(args.lake_uri, args.work), "datasets": lambda: run_datasets_map(args.data, args.work, two),
+                  "readfloor": lambda: run_read_write_floor(args.data, args.lake_uri, two)}[args.variant]()
         print(json.dumps(result))
+        return
+    if args.datasets_map:
+        datasets_map_comparison(args.datasets_map, args.data, args.pad)
         return
 
     marker = args.data / f".rows-{args.rows}-pad-{args.pad}"

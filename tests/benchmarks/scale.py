@@ -95,12 +95,12 @@ def fixture(source: str) -> pl.DataFrame:
     return pl.from_arrow(pa.concat_tables(tables))
 
 
-def generate(rows: int, out: Path, pad: int = 3, rows_per_file: int = 200_000) -> dict[str, int]:
-    """Write about ``rows`` raw rows across the ten sources; return rows written per source."""
+def generate(rows: int, out: Path, pad: int = 3, rows_per_file: int = 200_000, per_source: dict[str, int] | None = None) -> dict[str, int]:
+    """Write about ``rows`` raw rows across the ten sources (or ``per_source`` rows of the sources it names); return rows written per source."""
     total = sum(HUB_ROWS.values())
     written = {}
-    for source, hub_rows in HUB_ROWS.items():
-        want = max(1, round(rows * hub_rows / total))
+    for source, hub_rows in (per_source or HUB_ROWS).items():
+        want = hub_rows if per_source else max(1, round(rows * hub_rows / total))
         base = fixture(source)
         replicas = -(-want // base.height)
         folder = out / source
