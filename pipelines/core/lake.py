@@ -253,11 +253,11 @@ class Lake:
                 term = pads.field(column).isin(pa.array(sorted(set(values)), pa.string()).cast(pa.schema(dt.schema().to_arrow()).field(column).type))
                 where = term if where is None else where & term
             present = pa.chunked_array(
-                [_key(b, keys) for b in self.dataset(table, dt.version()).to_batches(columns=list(keys), filter=where)], pa.string())
+                [_key(b, keys) for b in self.dataset(table, dt.version()).to_batches(columns=list(keys), filter=where)], pa.string()).combine_chunks()
             rows = make_rows()
             reader = rows if isinstance(rows, pa.RecordBatchReader) else pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
             new = pa.RecordBatchReader.from_batches(
-                reader.schema, (b.filter(pc.invert(pc.is_in(_key(b, keys), value_set=present.combine_chunks()))) for b in reader))
+                reader.schema, (b.filter(pc.invert(pc.is_in(_key(b, keys), value_set=present))) for b in reader))
             seen = dt.transaction_version(INSERT_APP_ID) or 0
             props = CommitProperties(custom_metadata=dict(metadata or {}), app_transactions=[Transaction(INSERT_APP_ID, seen + 1)])
             try:
