@@ -51,7 +51,7 @@ def test_help_imports_nothing_heavy() -> None:
 
     from prefhouse.pipelines.cli import JOBS
 
-    heavy = ("great_expectations", "torch", "transformers", "trl", "vllm", "matplotlib", "datasets")
+    heavy = ("great_expectations", "torch", "transformers", "trl", "vllm", "matplotlib", "datasets", "ray", "accelerate", "deepspeed")
     script = (
         "import contextlib, io, sys\n"
         "from prefhouse.pipelines.cli import main\n"
