@@ -202,29 +202,36 @@ def test_two_processes_under_accelerate_write_once(training_lake: Lake, tiny_mod
     assert moved_from(AutoModelForCausalLM.from_pretrained(dpo["output_path"]) and dpo["output_path"], tiny_model)
 
 
-def test_a_dpo_job_killed_after_a_checkpoint_resumes_from_it(training_lake: Lake, tiny_model: str, tmp_path: Path, monkeypatch) -> None:
-    """``save_steps = 1``: the job dies after its first checkpoint; the same job resumes at step 1, under the same model id,
-    and ends with the weights of a run that was never interrupted."""
-    from transformers import Trainer
+KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, signal
+from pathlib import Path
+from transformers import Trainer
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.training.train_dpo import DPOSettings, train_dpo
+real = Trainer._save_checkpoint
+def killed_after_the_first_checkpoint(self, *args, **kwargs):
+    real(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+Trainer._save_checkpoint = killed_after_the_first_checkpoint
+train_dpo(Lake({lake!r}), DPOSettings(**{settings!r}), 0, {model!r}, {model!r}, Path({models!r}), reports_dir=Path({reports!r}), progress=False)
+"""
 
+
+def test_a_dpo_job_killed_after_a_checkpoint_resumes_from_it(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
+    """``save_steps = 1``: the job is killed (SIGKILL) right after its first checkpoint; the same job resumes at step 1,
+    under the same model id, and ends with the weights of a run that was never interrupted."""
     lake = own_copy(training_lake, tmp_path)
     settings = DPOSettings(max_length=128, size_matched=2, per_device_batch_size=4, pairs="offline", save_steps=1, gradient_checkpointing=False)
     clean = own_copy(training_lake, tmp_path / "clean")  # the same job, never interrupted, in a lake of its own
     uninterrupted = train_dpo(clean, DPOSettings(**{**settings.__dict__, "save_steps": 0}), 0, tiny_model, tiny_model, tmp_path / "clean",
                               reports_dir=tmp_path / "reports", progress=False)
-    real = Trainer._save_checkpoint
-
-    def killed_after_the_first_checkpoint(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_the_first_checkpoint)
     models_dir = tmp_path / "models"
-    with pytest.raises(KeyboardInterrupt):
-        train_dpo(lake, settings, 0, tiny_model, tiny_model, models_dir, reports_dir=tmp_path / "reports", progress=False)
+    code = KILLED_AFTER_FIRST_CHECKPOINT.format(lake=lake.uri, settings=settings.__dict__, model=tiny_model, models=str(models_dir),
+                                                reports=str(tmp_path / "reports"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
     (staging,) = models_dir.iterdir()
     assert staging.name == f".{uninterrupted['model_id']}.staging" and (staging / "trainer" / "checkpoint-1").is_dir()
-    monkeypatch.setattr(Trainer, "_save_checkpoint", real)
     resumed = train_dpo(lake, settings, 0, tiny_model, tiny_model, models_dir, reports_dir=tmp_path / "reports", progress=False)
     assert json.loads(resumed["metrics"])["resumed_from_step"] == 1 and resumed["model_id"] == uninterrupted["model_id"]
     assert [p.name for p in models_dir.iterdir()] == [resumed["model_id"]]
