@@ -247,6 +247,8 @@ def test_raw_trainer_tables_reach_trls_config_and_unknown_keys_fail_first(tmp_pa
     kwargs = dpo.trainer_kwargs(tmp_path)
     assert (kwargs["max_grad_norm"], kwargs["adam_beta2"], kwargs["optim"]) == (0.5, 0.95, "adamw_torch")
     assert build(RewardModelSettings, layers, "reward_model").trainer_kwargs(tmp_path)["weight_decay"] == 0.01
+    quiet = build(DPOSettings, load_layers("cpu", overrides=["dpo.trainer.disable_tqdm=true"]), "dpo")
+    assert quiet.trainer_kwargs(tmp_path, disable_tqdm=False)["disable_tqdm"] is True  # the table wins over the job's own keys, once
     with pytest.raises(SettingsError, match="max_grad_nrom"):
         build(DPOSettings, load_layers("cpu", overrides=["dpo.trainer.max_grad_nrom=1"]), "dpo")
     with pytest.raises(SettingsError, match="beta.*RewardConfig"):  # a DPO option is not a reward model's

@@ -90,8 +90,9 @@ class Optimisation(PairChoice):
 
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
-    def trainer_kwargs(self, output_dir: Path) -> dict:
-        """Keyword arguments common to TRL's RewardConfig and DPOConfig."""
+    def trainer_kwargs(self, output_dir: Path, **job: Any) -> dict:
+        """Keyword arguments of TRL's RewardConfig / DPOConfig: the common ones, then the job's own (``job``), then the
+        raw ``trainer`` table, which wins over both."""
         import torch
 
         kwargs = dict(
@@ -106,7 +107,7 @@ class Optimisation(PairChoice):
         if self.deepspeed:
             kwargs["deepspeed"] = str(deepspeed_config(self.deepspeed))
             single_process_env()
-        return {**kwargs, **self.trainer}
+        return {**kwargs, **job, **self.trainer}
 
 
 def _literal(value: Any) -> Any:

@@ -138,12 +138,11 @@ def train_dpo(
             as_rows = lambda rows, name: shared_dataset([{k: r[k] for k in ("pair_id", "prompt", "chosen", "rejected")} for r in rows],  # noqa: E731
                                                         out / "trainer" / "datasets" / name)
             train_set, eval_set = as_rows(train_rows, "train"), (as_rows(eval_rows, "eval") if eval_rows else None)
-            config = DPOConfig(**{
-                **settings.trainer_kwargs(out / "trainer"), "beta": settings.beta, "loss_type": settings.loss_type,
-                "label_smoothing": settings.label_smoothing, "truncation_mode": settings.truncation_mode,
-                "precompute_ref_log_probs": settings.store_reference_logps, "precompute_ref_batch_size": settings.precompute_batch_size,
-                "disable_tqdm": not progress, "model_init_kwargs": {"dtype": torch.float32}, **settings.trainer,
-            })
+            config = DPOConfig(**settings.trainer_kwargs(
+                out / "trainer", beta=settings.beta, loss_type=settings.loss_type, label_smoothing=settings.label_smoothing,
+                truncation_mode=settings.truncation_mode, precompute_ref_log_probs=settings.store_reference_logps,
+                precompute_ref_batch_size=settings.precompute_batch_size, disable_tqdm=not progress, model_init_kwargs={"dtype": torch.float32},
+            ))
             # a policy whose tokenizer gained a pad (a Llama-3 style π0) is loaded here to embed it; otherwise TRL loads
             # it, after the config exists, so that ZeRO-3 can shard it while it loads
             policy = policy_path

@@ -134,7 +134,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
         dataset = Dataset.from_list([{"pair_id": r["pair_id"], "chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
                                      for r in train_rows])
         with staged_output(models_dir, model_id) as out:
-            args = RewardConfig(**settings.trainer_kwargs(out / "trainer"), disable_tqdm=not progress)
+            args = RewardConfig(**settings.trainer_kwargs(out / "trainer", disable_tqdm=not progress))
             trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
             unused = {r["pair_id"] for r in train_rows} - set(trainer.train_dataset["pair_id"])  # longer than max_length: dropped by TRL
             checkpoint = last_checkpoint(out)
