@@ -208,7 +208,7 @@ def _count_rows(summary: SourceSummary, raw_keys: pl.DataFrame, kept: pl.DataFra
 
 def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> None:
     """Ids for the kept pairs; every new copy staged for ``pair_sources``, each pair's first copy for ``pairs``."""
-    kept = with_md5(kept, "prompt_id", messages_key(pl.col("prompt")))
+    kept = with_md5(kept, "prompt_id", messages_key(pl.col("prompt")), repeated=True)
     kept = with_md5(kept, "pair_id", pl.col("prompt_id"), trimmed(pl.col("chosen_reply")), trimmed(pl.col("rejected_reply")))
     kept = with_md5(
         kept, "copy_id", pl.col("pair_id"), pl.lit(ctx.adapter.name), pl.col("split"), pl.col("raw_keys").list.join(","), pl.col("item").fill_null("")

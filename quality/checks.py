@@ -49,10 +49,12 @@ def pair_facts(pairs: pl.DataFrame, used_prompt_ids: set[str] | None = None) -> 
     reused = pl.lit(False)
     if used_prompt_ids:
         reused = online & pl.col("prompt_id").is_in(pl.Series(sorted(used_prompt_ids), dtype=pl.String).implode())
+    # the Series-valued fact is attached after the select: inside it, it would stop polars running the
+    # expressions in parallel (measured: 0.9 s instead of 0.5 s at 1M pairs)
+    differ = ~same_up_to_whitespace(replies, "c", "r")
     return pairs.select(
         "pair_id", "prompt_id", "source", "iteration",
         ((messages_key(pl.col("prompt")) == context("chosen")) & (context("chosen") == context("rejected"))).fill_null(False).alias("shares_context"),
-        (~same_up_to_whitespace(replies, "c", "r")).alias("final_turns_differ"),
         (role_pattern(pl.col("prompt")).str.contains(PROMPT_ROLES)
          & (last_role("chosen") == "assistant") & (last_role("rejected") == "assistant")).fill_null(False).alias("roles_alternate"),
         (_all_turns_filled(pl.col("chosen")) & _all_turns_filled(pl.col("rejected"))).alias("no_empty_turn"),
@@ -63,7 +65,7 @@ def pair_facts(pairs: pl.DataFrame, used_prompt_ids: set[str] | None = None) -> 
         last("rejected").str.len_chars().alias("rejected_chars"),
         pl.when(online).then(pl.col("prompt_id") + "|" + pl.col("iteration").cast(pl.String)).alias("online_prompt_in_iteration"),
         reused.alias("prompt_reused"),
-    )
+    ).insert_column(5, differ.alias("final_turns_differ"))
 
 
 def last_role(column: str) -> pl.Expr:

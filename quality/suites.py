@@ -41,9 +41,9 @@ class GateContext:
 def _expectations():
     """Great Expectations' expectation classes, imported when a gate is first built (the import costs seconds,
     which a command's ``--help`` must not pay)."""
-    import great_expectations as gx
+    from prefhouse.quality.gx_import import import_gx
 
-    return gx.expectations
+    return import_gx().expectations
 
 
 def _in_set(column: str, values) -> Callable[[GateContext], Expectation]:

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pytest
 from prefhouse.pipelines.core.lake import Lake, LakeError, staging
 
@@ -29,6 +30,21 @@ def test_append_versions_and_time_travel(lake: Lake) -> None:
     assert sorted(lake.read("t").column("part").to_pylist()) == ["a", "a", "b"]
     with pytest.raises(LakeError, match="no version 7"):
         lake.read("t", version=7)
+
+
+def test_file_statistics_let_a_lookup_skip_files(lake: Lake) -> None:
+    """Each file's min/max from the log is its fragment's guarantee: an id lookup opens one file, nulls stay found."""
+    lake.create("t", SCHEMA, ["part"])
+    lake.append("t", rows(["a1", "a2"]), ["part"])
+    lake.append("t", rows(["b1", "b2"]), ["part"])
+    lake.append("t", pa.table({"id": ["c1", "c2"], "part": ["a", "a"], "x": [None, 5]}, schema=SCHEMA), ["part"])
+    dataset = lake.dataset("t")
+    assert len(list(dataset.get_fragments())) == 3
+    hits = list(dataset.get_fragments(filter=pads.field("id") == "b2"))
+    assert len(hits) == 1 and hits[0].to_table().column("id").to_pylist() == ["b1", "b2"]
+    assert len(list(dataset.get_fragments(filter=pads.field("x") > 1))) == 1  # only the file whose max x is 5
+    assert lake.read("t", filter=pads.field("x").is_null()).column("id").to_pylist() == ["c1"]  # a file with nulls keeps them
+    assert lake.read("t", filter=pads.field("id") == "zz").num_rows == 0
 
 
 def test_version_at_a_time(lake: Lake) -> None:

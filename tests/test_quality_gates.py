@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import polars as pl
 import pytest
 from prefhouse.pipelines.core import schema as S
@@ -339,3 +342,19 @@ def test_curation_drops_and_quarantines_what_a_prompt_gate_rejects(lake: Lake, m
     assert q[0]["split"] and len(q[0]["raw_keys"]) == 1
     blank = run_query(lake, "SELECT count(*) AS n FROM prompts WHERE len(list_filter(prompt, lambda m: trim(m.content) = '')) > 0")
     assert blank.column("n")[0].as_py() == 0 and lake.read(S.PAIRS).num_rows > 0
+
+
+def test_great_expectations_is_imported_without_scipy_stats_and_altair_until_they_are_used() -> None:
+    """The stand-ins keep 0.85 s of GX's import off every gated command, and forward to the real modules on first use."""
+    code = """
+import sys
+from prefhouse.quality.gx_import import import_gx
+import_gx()
+assert "scipy.stats" not in sys.modules and "altair" not in sys.modules, "imported with great_expectations"
+from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl
+assert kl.stats.entropy([0.5, 0.5]) > 0 and kl.alt.Chart.__name__ == "Chart"
+import altair, scipy.stats
+assert kl.stats.entropy is scipy.stats.entropy and type(sys.modules["scipy.stats"]).__name__ == "module"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

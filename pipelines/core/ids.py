@@ -51,7 +51,8 @@ def messages_key(expr: pl.Expr) -> pl.Expr:
 def md5_hex(texts: pl.Series) -> pl.Series:
     """md5 hex digest of the NFC form of each string, vectorised in DuckDB (order preserved)."""
     con = _duckdb()
-    con.register("hash_input", pa.table({"t": texts.to_arrow()}))
+    # as Arrow string views, which polars hands over without copying the text (DuckDB reads them as is)
+    con.register("hash_input", pa.table({"t": texts.to_arrow(compat_level=pl.CompatLevel.newest())}))
     try:
         out = con.sql("SELECT md5(nfc_normalize(t)) AS h FROM hash_input").to_arrow_table()
     finally:
@@ -59,9 +60,16 @@ def md5_hex(texts: pl.Series) -> pl.Series:
     return pl.from_arrow(out.column("h")).alias(texts.name)
 
 
-def with_md5(df: pl.DataFrame, name: str, *parts: pl.Expr) -> pl.DataFrame:
-    """Add column ``name`` = md5 of the parts joined with a separator that cannot occur in trimmed text."""
+def with_md5(df: pl.DataFrame, name: str, *parts: pl.Expr, repeated: bool = False) -> pl.DataFrame:
+    """Add column ``name`` = md5 of the parts joined with a separator that cannot occur in trimmed text.
+
+    ``repeated``: the keys repeat (a prompt shared by the several pairs of one row): each distinct key is
+    hashed once and the digests are joined back.
+    """
     if df.height == 0:
         return df.with_columns(pl.lit(None, dtype=pl.String).alias(name))
     key = df.select(pl.concat_str(list(parts), separator=GROUP).alias(name)).to_series()
-    return df.with_columns(md5_hex(key))
+    if not repeated:
+        return df.with_columns(md5_hex(key))
+    distinct = key.unique()
+    return df.with_columns(key.replace_strict(distinct, md5_hex(distinct)))

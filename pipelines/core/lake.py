@@ -158,7 +158,7 @@ class Lake:
                 value = actions.column(f"partition.{name}")[i].as_py()
                 term = pads.field(name).is_null() if value is None else pads.field(name) == pa.scalar(value, schema.field(name).type)
                 expr = expr & term
-            partitions.append(expr)
+            partitions.append(expr & _stats_guarantee(actions, i, schema))
         return pads.FileSystemDataset.from_paths(
             paths, schema=schema, format=pads.ParquetFileFormat(), filesystem=pafs.LocalFileSystem(), partitions=partitions
         )
@@ -352,6 +352,32 @@ def _inside(root: Path, relative: str, table: str) -> Path:
     if "://" in relative or not path.is_relative_to(root.resolve()):
         raise LakeError(f"table {table!r}: its log names a data file outside the table ({relative!r}); refusing to read it")
     return path
+
+
+def _stats_guarantee(actions: pa.Table, i: int, schema: pa.Schema) -> pads.Expression:
+    """What file ``i``'s log statistics promise about its values, for pyarrow to skip the file without opening it.
+
+    Each text or integer column with a min and max in the log holds only values within them (the Delta
+    protocol requires a cut-off string bound to remain a bound), or null where the log counts nulls.
+    Floats are left out: a NaN lies outside any min/max. ``pair_id = '…'`` then opens one file of a table
+    z-ordered by pair id, not every file.
+    """
+    expr = pads.scalar(True)
+    for field in schema:
+        low_name, high_name = f"min.{field.name}", f"max.{field.name}"
+        if not (pa.types.is_integer(field.type) or pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+            continue
+        if low_name not in actions.column_names or high_name not in actions.column_names:
+            continue
+        low, high = actions.column(low_name)[i].as_py(), actions.column(high_name)[i].as_py()
+        if low is None or high is None:
+            continue
+        term = (pads.field(field.name) >= pa.scalar(low, field.type)) & (pads.field(field.name) <= pa.scalar(high, field.type))
+        nulls = actions.column(f"null_count.{field.name}")[i].as_py() if f"null_count.{field.name}" in actions.column_names else None
+        if nulls != 0:  # unknown or some: nulls are possible
+            term = term | pads.field(field.name).is_null()
+        expr = expr & term
+    return expr
 
 
 def _has_stats(t: pa.DataType) -> bool:
