@@ -363,19 +363,19 @@ def _stats_guarantee(actions: pa.Table, i: int, schema: pa.Schema) -> pads.Expre
     z-ordered by pair id, not every file.
     """
     expr = pads.scalar(True)
-    for field in schema:
-        low_name, high_name = f"min.{field.name}", f"max.{field.name}"
-        if not (pa.types.is_integer(field.type) or pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+    for column in schema:
+        low_name, high_name = f"min.{column.name}", f"max.{column.name}"
+        if not (pa.types.is_integer(column.type) or pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             continue
         if low_name not in actions.column_names or high_name not in actions.column_names:
             continue
         low, high = actions.column(low_name)[i].as_py(), actions.column(high_name)[i].as_py()
         if low is None or high is None:
             continue
-        term = (pads.field(field.name) >= pa.scalar(low, field.type)) & (pads.field(field.name) <= pa.scalar(high, field.type))
-        nulls = actions.column(f"null_count.{field.name}")[i].as_py() if f"null_count.{field.name}" in actions.column_names else None
+        term = (pads.field(column.name) >= pa.scalar(low, column.type)) & (pads.field(column.name) <= pa.scalar(high, column.type))
+        nulls = actions.column(f"null_count.{column.name}")[i].as_py() if f"null_count.{column.name}" in actions.column_names else None
         if nulls != 0:  # unknown or some: nulls are possible
-            term = term | pads.field(field.name).is_null()
+            term = term | pads.field(column.name).is_null()
         expr = expr & term
     return expr
 
