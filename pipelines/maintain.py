@@ -2,7 +2,7 @@
 
 Every run appends new files, so a lake that grows run by run has many small files; ``optimize`` rewrites
 a table's files into few large ones, optionally clustered by columns (z-order: ``--zorder pair_id`` makes
-a lookup by pair id read one row group instead of every file). It is a new Delta version with the same
+a lookup by pair id read one small row group of each file instead of every file whole). It is a new Delta version with the same
 rows: older versions stay readable (``--as-of``) until ``vacuum`` deletes the files no version within the
 retention period references: files older versions removed, and orphans, files no version ever named (a
 run killed before its commit leaves its staged files so). Vacuum is a full one (delta-rs ``full=True``:
@@ -16,10 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deltalake import CommitProperties
+from deltalake import CommitProperties, WriterProperties
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
 from prefhouse.pipelines.core.runlog import RunRecord
+
+
+# Rewritten files hold row groups of this many rows: with one row group per file (delta-rs's default), a
+# lookup by the z-order column reads every file's projected columns whole; with small ones, pyarrow skips
+# the row groups whose min/max exclude the value (10M pairs: 1.2 s -> 0.13 s for a pair id, bench_sql.py).
+ROW_GROUP_ROWS = 8192
 
 
 def optimize(lake: Lake, tables: list[str], zorder_by: list[str] | None = None) -> RunRecord:
@@ -31,7 +37,9 @@ def optimize(lake: Lake, tables: list[str], zorder_by: list[str] | None = None) 
             for table in tables:
                 dt = lake.delta(table)
                 props = CommitProperties(custom_metadata={"prefhouse.run_id": run.run_id})
-                metrics = dt.optimize.z_order(zorder_by, commit_properties=props) if zorder_by else dt.optimize.compact(commit_properties=props)
+                writer = WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD")  # delta-rs writes uncompressed when given properties without one
+                metrics = (dt.optimize.z_order(zorder_by, commit_properties=props, writer_properties=writer) if zorder_by
+                           else dt.optimize.compact(commit_properties=props, writer_properties=writer))
                 run.timings[table] = {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved", "totalConsideredFiles")}
             run.versions_after = lake.versions(tables)
             run.write(lake, "succeeded")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
+import pyarrow.parquet as pq
 import pytest
+from prefhouse.pipelines import maintain
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
@@ -27,6 +31,19 @@ def test_optimize_compacts_and_clusters_without_changing_rows(lake: Lake) -> Non
     optimize(lake, [S.PAIRS], zorder_by=["pair_id"])
     assert ids() == rows
     assert run_query(lake, "SELECT status FROM runs WHERE pipeline = 'optimize'").column("status").to_pylist() == ["succeeded", "succeeded"]
+
+
+def test_optimize_writes_small_compressed_row_groups(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row groups small enough for a lookup to skip by their min/max, and compressed (delta-rs writes uncompressed by default)."""
+    curate(["ultrafeedback"], lake, SAMPLES, progress=False)
+    monkeypatch.setattr(maintain, "ROW_GROUP_ROWS", 2)
+    optimize(lake, [S.PAIRS], zorder_by=["pair_id"])
+    files = lake.dataset(S.PAIRS).files
+    assert files
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        assert meta.num_rows > 2 and meta.num_row_groups == math.ceil(meta.num_rows / 2)
+        assert meta.row_group(0).column(0).compression == "ZSTD"
 
 
 def test_vacuum_lists_but_keeps_files_within_retention(lake: Lake, capsys: pytest.CaptureFixture) -> None:

@@ -5,7 +5,9 @@
 Generates ``--pairs`` synthetic pairs in the lake's pair schema (DuckDB builds them in chunks), appends
 them to a Delta ``pairs`` table partitioned by iteration and source (``--iterations`` x 10 partitions),
 and writes the same rows as JSONL files. Then runs, through the project's read-only runner and through
-DuckDB's ``read_json`` over the JSONL files: an aggregate per partition, and a point lookup by pair id.
+DuckDB's ``read_json`` over the JSONL files: an aggregate per partition over its small columns (count,
+mean margin, latest time), the same over the text of every chosen reply (which must decode all of it),
+and a point lookup by pair id.
 Both sides run in this process, each query ``--repeat`` times on each side, interleaved; prints the median
 seconds of each side and their ratio (and each side's best). The baseline is DuckDB scanning the JSONL
 files the reference scripts keep: it parses every record each time, has no partitions, statistics or
@@ -80,7 +82,8 @@ def main() -> None:
     lookup_id = duckdb.sql(f"SELECT md5('pair' || {args.pairs // 2 + 7}::VARCHAR)").fetchall()[0][0]
 
     queries = {
-        "aggregate per partition": "SELECT iteration, source, count(*) AS n, avg(margin) AS m, avg(length(chosen[-1].content)) AS l FROM {t} GROUP BY ALL ORDER BY ALL",
+        "aggregate per partition": "SELECT iteration, source, count(*) AS n, avg(margin) AS m, max(created_at) AS t FROM {t} GROUP BY ALL ORDER BY ALL",
+        "aggregate of reply lengths": "SELECT iteration, source, avg(length(chosen[-1].content)) AS l FROM {t} GROUP BY ALL ORDER BY ALL",
         "point lookup by pair_id": f"SELECT pair_id, source, iteration, chosen[-1].content FROM {{t}} WHERE pair_id = '{lookup_id}'",
     }
     lake_con, _ = connect(lake, names={S.PAIRS})
