@@ -105,8 +105,10 @@ class Gatekeeper:
         return list(self.facts)
 
     def judge(self, table: str) -> Verdict:
-        suite_name, frames = self.facts[table]
-        facts = pl.concat(frames, how="vertical_relaxed").with_row_index("_row")
+        """Judge the table's facts once; they are let go here (not kept beside their copy for GX)."""
+        suite_name, frames = self.facts.pop(table)
+        facts = pl.concat(frames, how="vertical_relaxed", rechunk=False).with_row_index("_row")
+        del frames
         return judge(table, suite_name, facts, self.context, self.run_id)
 
 
