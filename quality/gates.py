@@ -123,7 +123,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     used = {"_row"} | {g.make(context).column for g in gates.values()}
     source = ctx.data_sources.get("prefhouse")
     asset = source.add_dataframe_asset(name)
-    # One validator, so Great Expectations loads (and fingerprints) the batch once for both passes.
+    # One validator, so Great Expectations loads the batch once for both passes.
     validator = Validator(batch_definition=asset.add_batch_definition_whole_dataframe(name),
                           batch_parameters={"dataframe": _pandas(facts.select([c for c in facts.columns if c in used]))},
                           result_format="BOOLEAN_ONLY")

@@ -119,3 +119,15 @@ def test_content_ids_trim_each_text_and_normalise_unicode_but_keep_inner_whitesp
     assert ids[0] == ids[1] and len({ids[0], ids[2], ids[3]}) == 3
     assert ids[0] == hashlib.md5(("user" + UNIT + "caf\u00e9" + GROUP + "ok").encode()).hexdigest()
     assert ids[3] == hashlib.md5(("user" + UNIT + "caf\u00e9" + RECORD + "user" + UNIT + "more" + GROUP + "ok").encode()).hexdigest()
+
+
+def test_an_id_hashed_once_per_distinct_key_is_the_same_id() -> None:
+    """``with_md5(..., repeated=True)`` hashes each distinct key once and joins the digests back: same ids, nulls stay null."""
+    import polars as pl
+    from prefhouse.pipelines.core.ids import with_md5
+
+    frame = pl.DataFrame({"a": ["x", None, "x", "y", " x"], "b": ["1", "1", "1", "2", "1"]})
+    parts = (pl.col("a"), pl.col("b"))
+    once = with_md5(frame, "id", *parts, repeated=True)["id"]
+    assert once.to_list() == with_md5(frame, "id", *parts)["id"].to_list()
+    assert once[1] is None and once[0] == once[2] != once[4]
