@@ -119,8 +119,11 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     from great_expectations.validator.v1_validator import Validator
 
     name = f"{table}-{uuid.uuid4().hex[:8]}"
-    gates = {g.name: g for g in SUITES[suite_name]}
-    used = {"_row"} | {g.make(context).column for g in gates.values()}
+    expectations = {}  # gate name -> its expectation, built once for both passes
+    for gate in SUITES[suite_name]:
+        expectations[gate.name] = gate.make(context)
+        expectations[gate.name].meta = {"gate": gate.name, "level": gate.level}
+    used = {"_row"} | {e.column for e in expectations.values()}
     source = ctx.data_sources.get("prefhouse")
     asset = source.add_dataframe_asset(name)
     # One validator, so Great Expectations loads the batch once for both passes.
@@ -128,18 +131,16 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
                           batch_parameters={"dataframe": _pandas(facts.select([c for c in facts.columns if c in used]))},
                           result_format="BOOLEAN_ONLY")
 
-    def run(gates):
-        suite = gx.ExpectationSuite(name=f"{name}-{len(gates)}", meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
-        for gate in gates:
-            expectation = gate.make(context)
-            expectation.meta = {"gate": gate.name, "level": gate.level}
-            suite.add_expectation_configuration(expectation.configuration)
+    def run(gate_names: list[str]):
+        suite = gx.ExpectationSuite(name=f"{name}-{len(gate_names)}", meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
+        for gate_name in gate_names:
+            suite.add_expectation_configuration(expectations[gate_name].configuration)
         return validator.validate_expectation_suite(suite).results
 
     try:
         # Pass or fail for every gate first (the cheap format); the failing rows only for gates that failed.
-        quick = run(list(gates.values()))
-        failed = [gates[r.expectation_config.meta["gate"]] for r in quick if not r.success]
+        quick = run(list(expectations))
+        failed = [r.expectation_config.meta["gate"] for r in quick if not r.success]
         validator.result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}
         detail = {r.expectation_config.meta["gate"]: r for r in (run(failed) if failed else [])}
     finally:
