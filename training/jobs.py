@@ -255,8 +255,9 @@ def pair_rows(lake: Lake, snapshot, split: str = "train") -> list[dict]:
              "rejected": by_id[p]["rejected"][-1:]} for p in ids.column("pair_id").to_pylist()]
 
 
-def launch_job(module: str, section: str, settings: Optimisation, lake: Lake, models_dir: Path, *args: str) -> None:
-    """The job ``module`` under ``accelerate launch`` with exactly ``settings`` (a JSON layer; its launcher set to inprocess)."""
+def launch_job(module: str, section: str, settings: Optimisation, lake: Lake, models_dir: Path, model_id: str, *args: str) -> dict:
+    """The job ``module`` under ``accelerate launch`` with exactly ``settings`` (a JSON layer; its launcher set to inprocess);
+    returns the model ``model_id`` it registered, and fails if it registered none."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -264,6 +265,10 @@ def launch_job(module: str, section: str, settings: Optimisation, lake: Lake, mo
         settings_file.write_text(json.dumps({section: asdict(replace(settings, launcher="inprocess"))}))
         argv = ["--lake", lake.uri, "--models-dir", str(models_dir), "--config", str(settings_file), *args]
         launch(module, argv, settings.num_processes, settings.accelerate_config)
+    done = finished_model(lake, model_id)
+    if done is None:
+        raise RuntimeError(f"the launched job ended without registering {model_id}")
+    return done
 
 
 def add_job_arguments(parser) -> None:

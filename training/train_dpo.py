@@ -114,10 +114,9 @@ def train_dpo(
         return done
     quality = on_main(quality_gate, lake, iteration, override_quality, snapshot, report, reports_dir)
     if settings.launcher == "accelerate" and world_size() == 1:  # this job again, once per process; then its registered model
-        launch_job("prefhouse.training.train_dpo", "dpo", settings, lake, models_dir, "--iter", str(iteration), "--policy", policy_path,
-                   "--initial", initial_path, *(["--override-quality"] if override_quality else []),
-                   *(["--reports-dir", str(reports_dir)] if reports_dir else []))
-        return finished_model(lake, model_id) or _not_registered(model_id)
+        return launch_job("prefhouse.training.train_dpo", "dpo", settings, lake, models_dir, model_id, "--iter", str(iteration),
+                          "--policy", policy_path, "--initial", initial_path, *(["--override-quality"] if override_quality else []),
+                          *(["--reports-dir", str(reports_dir)] if reports_dir else []))
     train_rows, eval_rows = pair_rows(lake, snapshot, "train"), pair_rows(lake, snapshot, "eval")
     if not train_rows:
         raise ValueError(f"the snapshot {snapshot.snapshot_hash} has no training pairs: {snapshot.describe()}")
@@ -178,10 +177,6 @@ def train_dpo(
             register_model(lake, model_id, "dpo", policy_path, snapshot, hyper, metrics, str(output), "succeeded", run.run_id,
                            reference_model=model_key(reference_path, models_dir), quality=quality, unused=unused, log_history=log_history)
     return finished_model(lake, model_id) or {"model_id": model_id, "output_path": str(output), "metrics": metrics}
-
-
-def _not_registered(model_id: str) -> dict:
-    raise RuntimeError(f"the launched job ended without registering {model_id}")
 
 
 def main(argv: list[str] | None = None) -> int:

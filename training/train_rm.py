@@ -116,11 +116,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
         print(f"reward model {model_id} already trained on this snapshot: {done['output_path']}", file=sys.stderr)
         return done
     if settings.launcher == "accelerate" and world_size() == 1:  # this job again, once per process; then its registered model
-        launch_job("prefhouse.training.train_rm", "reward_model", settings, lake, models_dir, "--job-kind", job_kind)
-        done = finished_model(lake, model_id)
-        if done is None:
-            raise RuntimeError(f"the launched job ended without registering {model_id}")
-        return done
+        return launch_job("prefhouse.training.train_rm", "reward_model", settings, lake, models_dir, model_id, "--job-kind", job_kind)
     train_rows = pair_rows(lake, snapshot, "train")
     if not train_rows:
         raise ValueError(f"the snapshot {snapshot.snapshot_hash} has no training pairs: {snapshot.describe()}")
