@@ -143,7 +143,10 @@ class Lake:
         such a scan early (``LIMIT``) crashed the interpreter at exit here (duckdb 2.0, deltalake 1.6).
         Object-store lakes use delta-rs's dataset.
         """
-        dt = self.delta(table, version)
+        return self._dataset(table, self.delta(table, version))
+
+    def _dataset(self, table: str, dt: DeltaTable) -> pads.Dataset:
+        """:meth:`dataset` of a table whose log is already read (at the version ``dt`` holds)."""
         if not _is_local(self.uri):
             return dt.to_pyarrow_dataset()
         schema = pa.schema(dt.schema().to_arrow())
@@ -253,7 +256,7 @@ class Lake:
                 term = pads.field(column).isin(pa.array(sorted(set(values)), pa.string()).cast(pa.schema(dt.schema().to_arrow()).field(column).type))
                 where = term if where is None else where & term
             present = pa.chunked_array(
-                [_key(b, keys) for b in self.dataset(table, dt.version()).to_batches(columns=list(keys), filter=where)], pa.string()).combine_chunks()
+                [_key(b, keys) for b in self._dataset(table, dt).to_batches(columns=list(keys), filter=where)], pa.string()).combine_chunks()
             rows = make_rows()
             reader = rows if isinstance(rows, pa.RecordBatchReader) else pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
             new = pa.RecordBatchReader.from_batches(
@@ -365,7 +368,7 @@ def _stats_guarantee(actions: pa.Table, i: int, schema: pa.Schema) -> pads.Expre
     expr = pads.scalar(True)
     for column in schema:
         low_name, high_name = f"min.{column.name}", f"max.{column.name}"
-        if not (pa.types.is_integer(column.type) or pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        if not _has_stats(column.type) or pa.types.is_floating(column.type):
             continue
         if low_name not in actions.column_names or high_name not in actions.column_names:
             continue
