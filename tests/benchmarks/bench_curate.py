@@ -33,6 +33,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+HH_UF = ("hh_rlhf", "ultrafeedback")  # the two sources of the datasets.map comparison
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -141,17 +144,24 @@ def timed_child(variant: str, *args: str) -> tuple[float, dict]:
     return time.perf_counter() - t0, result
 
 
-def datasets_map_comparison(rows: int, data_root: Path, pad: int) -> None:
-    sources = ["hh_rlhf", "ultrafeedback"]
-    data = data_root.parent / f"raw-hh-uf-{rows}"
+def scaled_data(data: Path, rows: int, pad: int, per_source: dict[str, int] | None = None) -> int:
+    """Generate the scaled raw files under ``data`` unless a marker says they are there; return their bytes."""
     marker = data / f".rows-{rows}-pad-{pad}"
     if not marker.exists():
         from scale import generate
 
         shutil.rmtree(data, ignore_errors=True)
-        generate(0, data, pad, per_source={s: rows for s in sources})
+        t0 = time.perf_counter()
+        generate(0 if per_source else rows, data, pad, per_source=per_source)
         marker.touch()
-    size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+        print(f"generated scaled raw data in {time.perf_counter() - t0:.1f}s")
+    return sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+
+
+def datasets_map_comparison(rows: int, data_root: Path, pad: int) -> None:
+    sources = list(HH_UF)
+    data = data_root.parent / f"raw-hh-uf-{rows}"
+    size = scaled_data(data, rows, pad, per_source={s: rows for s in sources})
     work = Path(tempfile.mkdtemp(prefix="prefhouse-bench-"))
     try:
         t0 = time.perf_counter()
@@ -192,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.variant:
-        two = ["hh_rlhf", "ultrafeedback"]
+        two = list(HH_UF)
         result = {"project": lambda: run_project(args.data, args.work, args.profile), "naive": lambda: run_naive(args.data, args.work),
                   "floor": lambda: run_floor(args.lake_uri, args.work), "datasets": lambda: run_datasets_map(args.data, args.work, two),
                   "readfloor": lambda: run_read_write_floor(args.data, args.lake_uri, two)}[args.variant]()
@@ -202,16 +212,7 @@ def main() -> None:
         datasets_map_comparison(args.datasets_map, args.data, args.pad)
         return
 
-    marker = args.data / f".rows-{args.rows}-pad-{args.pad}"
-    if not marker.exists():
-        from scale import generate
-
-        shutil.rmtree(args.data, ignore_errors=True)
-        t0 = time.perf_counter()
-        generate(args.rows, args.data, args.pad)
-        marker.touch()
-        print(f"generated scaled raw data in {time.perf_counter() - t0:.1f}s")
-    size = sum(p.stat().st_size for p in args.data.rglob("*") if p.is_file())
+    size = scaled_data(args.data, args.rows, args.pad)
     work = Path(tempfile.mkdtemp(prefix="prefhouse-bench-"))
     try:
         common = ["--data", str(args.data), "--work", str(work)]
