@@ -315,7 +315,7 @@ def build_report(lake: Lake, iteration: int, out_dir: Path = DEFAULT_OUT, settin
     """
     import pyarrow.dataset as pads
 
-    con, versions = connect(lake, as_of=",".join(f"{t}={v}" for t, v in sorted(scope.versions.items())) if scope else None)
+    con, versions = connect(lake, as_of=",".join(f"{t}={v}" for t, v in sorted(scope.versions.items())) if scope else None, direct=True)
     scoped = None
     if scope is not None:  # every query below, and the gates, read the snapshot's pairs only: read once
         scoped = lake.read(S.PAIRS, scope.versions.get(S.PAIRS), filter=pads.field("pair_id").isin(pa.array(scope.pair_ids, pa.string())))

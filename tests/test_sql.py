@@ -229,13 +229,13 @@ def test_a_query_registers_only_the_tables_it_names(curated_lake: Lake, monkeypa
     from prefhouse.pipelines.core import sql as sql_module
 
     opened: list[str] = []
-    real = curated_lake.dataset
+    real = curated_lake.data_files
 
     def counting(table, version=None):
         opened.append(table)
         return real(table, version)
 
-    monkeypatch.setattr(curated_lake, "dataset", counting)
+    monkeypatch.setattr(curated_lake, "data_files", counting)
     assert run_query(curated_lake, "SELECT count(*) AS n FROM pair_texts").column("n")[0].as_py() > 0
     assert opened == ["pairs"]
     opened.clear()
@@ -244,3 +244,81 @@ def test_a_query_registers_only_the_tables_it_names(curated_lake: Lake, monkeypa
     assert sql_module.referenced_names("SELEC nonsense") is None  # unparsable: every table is registered and DuckDB words the error
     with pytest.raises(duckdb.Error, match="syntax error"):
         run_query(curated_lake, "SELECT * FROM pairs WHERE")
+
+
+# ------------------------------------------------------------------------------------------------ DuckDB reading the files itself
+def test_direct_reads_equal_arrow_reads_for_every_table(curated_lake: Lake) -> None:
+    """Every table read by DuckDB's Parquet reader has the columns, types and rows of the Arrow dataset read."""
+    from prefhouse.pipelines.core.sql import connect
+
+    direct, _ = connect(curated_lake, direct=True)
+    arrow, _ = connect(curated_lake)
+    try:
+        for table in [t for t in curated_lake.tables() if curated_lake.data_files(t).paths]:  # a table without files reads as empty
+            sql = f'SELECT * FROM "{table}" ORDER BY ALL'
+            assert "read_parquet" in direct.execute(f"SELECT sql FROM duckdb_views() WHERE view_name = '{table}'").fetchall()[0][0]
+            a, b = direct.sql(sql).to_arrow_table(), arrow.sql(sql).to_arrow_table()
+            assert a.schema == b.schema and a.num_rows == b.num_rows > 0, table
+            assert a.to_pylist() == b.to_pylist(), table
+    finally:
+        direct.close()
+        arrow.close()
+
+
+def test_direct_reads_take_partition_values_from_the_log_and_type_added_columns(lake: Lake) -> None:
+    """Partition values a path cannot spell plainly (a slash, a percent, a quote, the text NULL, a null) come
+    from the Delta log; rows written before the table gained columns read them as typed nulls."""
+    import pyarrow as pa
+
+    parts = ["a/b", "50%", "it's", "NULL", None, "x=y", "é"]
+    lake.append("t", pa.table({"id": pa.array(range(len(parts)), pa.int64()), "part": parts, "k": pa.array([1, 2, 1, 2, 1, 2, 1], pa.int32())}),
+                partition_by=["part", "k"])
+    wider = pa.schema([("id", pa.int64()), ("part", pa.string()), ("k", pa.int32()), ("note", pa.string()), ("tags", pa.list_(pa.string()))])
+    lake.create("t", wider)  # the table gains two columns
+    lake.append("t", pa.table({"id": pa.array([7], pa.int64()), "part": ["NULL"], "k": pa.array([3], pa.int32()), "note": ["new"], "tags": [["x"]]}, schema=wider),
+                partition_by=["part", "k"])
+    got = run_query(lake, "SELECT * FROM t ORDER BY id")
+    want = lake.read("t").sort_by("id")
+    assert got.column_names == ["id", "part", "k", "note", "tags"]
+    assert got.to_pylist() == want.to_pylist()
+    assert got.column("part").to_pylist() == parts + ["NULL"]
+    assert got.column("note").to_pylist() == [None] * 7 + ["new"] and got.schema.field("tags").type == pa.list_(pa.string())
+    count = lambda where: run_query(lake, f"SELECT count(*) AS n FROM t WHERE {where}").column("n")[0].as_py()  # noqa: E731
+    assert (count("part IS NULL"), count("part = 'NULL'"), count("part = 'a/b' AND k = 1"), count("k = 2")) == (1, 2, 1, 3)
+
+
+def test_only_read_statements_get_the_files(curated_lake: Lake, tmp_path: Path) -> None:
+    """DuckDB may write any file it may read, so a statement that is not a read runs in the Arrow sandbox, where
+    it cannot touch a data file however it is wrapped (each is given as a .sql file: query text must start as a read)."""
+    from prefhouse.pipelines.core.sql import reads_only
+
+    data_file = Path(curated_lake.data_files("pairs").paths[0])
+    before = data_file.read_bytes()
+    for statement in (f"COPY (SELECT 1 AS x) TO '{data_file}' (FORMAT parquet, USE_TMP_FILE false)",
+                      f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{data_file}' (FORMAT parquet, USE_TMP_FILE false)",
+                      f"SELECT 1; COPY (SELECT 1 AS x) TO '{data_file}' (FORMAT parquet, USE_TMP_FILE false)"):
+        assert not reads_only(statement)
+        (tmp_path / "q.sql").write_text(statement)
+        with pytest.raises(duckdb.Error, match=SANDBOX_REFUSAL):
+            run_query(curated_lake, str(tmp_path / "q.sql"))
+    assert data_file.read_bytes() == before
+    assert all(reads_only(q) for q in ("SELECT 1", "FROM pairs", "DESCRIBE pairs", "SUMMARIZE SELECT 1 AS x",
+                                        "-- why\nEXPLAIN ANALYZE SELECT 1", "WITH a AS (SELECT 1) SELECT * FROM a; VALUES (2)"))
+    assert not any(reads_only(q) for q in ("CREATE TABLE x AS SELECT 1", "SELECT * FROM (PIVOT (SELECT 1 AS a, 2 AS b) ON a USING sum(b))",
+                                            "EXPLAIN CREATE TABLE x AS SELECT 1", "SELECT * FROM"))
+
+
+def test_a_direct_connection_reads_no_file_but_the_lake_s(curated_lake: Lake, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from prefhouse.pipelines.core.sql import connect
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1]}), other)
+    con, _ = connect(curated_lake, direct=True)
+    try:
+        assert con.sql("SELECT count(*) FROM pairs").fetchall()[0][0] > 0
+        with pytest.raises(duckdb.Error, match=SANDBOX_REFUSAL):
+            con.sql(f"SELECT * FROM read_parquet('{other}')").fetchall()
+    finally:
+        con.close()

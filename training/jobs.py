@@ -242,7 +242,7 @@ def pair_rows(lake: Lake, snapshot, split: str = "train") -> list[dict]:
     if ids.num_rows == 0:
         return []
     spec = ",".join(f"{t}={v}" for t, v in sorted(snapshot.versions.items()))
-    con, _ = connect(lake, as_of=spec)
+    con, _ = connect(lake, as_of=spec, direct=True)
     try:
         con.register("wanted", ids)
         texts = pl.from_arrow(con.sql(

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake, LakeError
 from prefhouse.pipelines.core.settings import setting
-from prefhouse.pipelines.core.sql import connect
+from prefhouse.pipelines.core.sql import connect, reads_only
 from prefhouse.pipelines.sources import MIXTURES
 
 
@@ -155,9 +155,10 @@ def resolve(lake: Lake, selection: Selection, versions: dict[str, int] | None = 
             raise LakeError(f"no pairs table in {lake.uri}: run curation first")
         versions = lake.versions([S.PAIRS])
     spec = ",".join(f"{t}={v}" for t, v in sorted(versions.items()))
-    con, pinned = connect(lake, as_of=spec or None)
+    sql = selection_sql(selection, columns)
+    con, pinned = connect(lake, as_of=spec or None, direct=reads_only(sql))  # the selection's `where` is configured text
     try:
-        rows = con.sql(selection_sql(selection, columns)).to_arrow_table()
+        rows = con.sql(sql).to_arrow_table()
     finally:
         con.close()
     is_eval = rows.column("is_eval")

@@ -63,6 +63,25 @@ class LakeError(UsageError):
     """A lake operation that cannot be carried out (missing table, concurrent writer, bad version)."""
 
 
+@dataclass(frozen=True)
+class DataFiles:
+    """A local table's Parquet files at one version, as its Delta log lists them.
+
+    ``schema`` is the table's (partition columns included, Delta's types); the files hold its other columns,
+    or fewer when the table gained columns after they were written. ``actions`` are the log's add actions,
+    flattened, one row per path: each file's partition values and statistics.
+    """
+
+    schema: pa.Schema
+    partition_columns: list[str]
+    paths: list[str]
+    actions: pa.Table
+
+    def partition_values(self, i: int) -> dict[str, object]:
+        """File ``i``'s value of each partition column (None: null), typed as the log's add actions type them."""
+        return {name: self.actions.column(f"partition.{name}")[i].as_py() for name in self.partition_columns}
+
+
 def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
@@ -85,6 +104,11 @@ class Lake:
             self.uri = str(Path(self.uri.removeprefix("file://")).absolute())
 
     # ------------------------------------------------------------------ naming
+    @property
+    def local(self) -> bool:
+        """Whether the lake is a local folder (its files can be opened by path), not an object store."""
+        return _is_local(self.uri)
+
     def table_uri(self, table: str) -> str:
         return f"{self.uri}/{table}"
 
@@ -149,21 +173,37 @@ class Lake:
         """:meth:`dataset` of a table whose log is already read (at the version ``dt`` holds)."""
         if not _is_local(self.uri):
             return dt.to_pyarrow_dataset()
-        schema = pa.schema(dt.schema().to_arrow())
-        partition_columns = dt.metadata().partition_columns
+        files = self._data_files(table, dt)
+        partitions = []
+        for i in range(len(files.paths)):
+            expr = pads.scalar(True)
+            for name, value in files.partition_values(i).items():
+                expr = expr & (pads.field(name).is_null() if value is None else pads.field(name) == pa.scalar(value, files.schema.field(name).type))
+            partitions.append(expr & _stats_guarantee(files.actions, i, files.schema))
+        return pads.FileSystemDataset.from_paths(
+            files.paths, schema=files.schema, format=pads.ParquetFileFormat(), filesystem=pafs.LocalFileSystem(), partitions=partitions
+        )
+
+    def data_files(self, table: str, version: int | None = None) -> DataFiles:
+        """A local table's Parquet files at ``version`` (latest if None) as its Delta log lists them, for readers
+        that open the files themselves (DuckDB's Parquet reader, pyarrow); object-store lakes are read through
+        delta-rs instead."""
+        if not _is_local(self.uri):
+            raise LakeError(f"data_files lists a local lake's files; {self.uri} is read through delta-rs")
+        return self._data_files(table, self.delta(table, version))
+
+    def _data_files(self, table: str, dt: DeltaTable) -> DataFiles:
+        protocol = dt.protocol()
+        if protocol.min_reader_version > 1:  # column mapping, deletion vectors: the paths alone would read them wrong
+            raise LakeError(f"table {table!r} needs Delta reader features this lake does not apply "
+                            f"(reader version {protocol.min_reader_version}, {protocol.reader_features or 'no named features'})")
         actions = pa.table(dt.get_add_actions(flatten=True))
         root = Path(self.table_uri(table))
-        paths = [str(_inside(root, unquote(p), table)) for p in actions.column("path").to_pylist()]
-        partitions = []
-        for i in range(actions.num_rows):
-            expr = pads.scalar(True)
-            for name in partition_columns:
-                value = actions.column(f"partition.{name}")[i].as_py()
-                term = pads.field(name).is_null() if value is None else pads.field(name) == pa.scalar(value, schema.field(name).type)
-                expr = expr & term
-            partitions.append(expr & _stats_guarantee(actions, i, schema))
-        return pads.FileSystemDataset.from_paths(
-            paths, schema=schema, format=pads.ParquetFileFormat(), filesystem=pafs.LocalFileSystem(), partitions=partitions
+        return DataFiles(
+            schema=pa.schema(dt.schema().to_arrow()),
+            partition_columns=list(dt.metadata().partition_columns),
+            paths=[str(_inside(root, unquote(p), table)) for p in actions.column("path").to_pylist()],
+            actions=actions,
         )
 
     def read(

@@ -12,7 +12,9 @@ Both sides run in this process, each query ``--repeat`` times on each side, inte
 seconds of each side and their ratio (and each side's best). The baseline is DuckDB scanning the JSONL
 files the reference scripts keep: it parses every record each time, has no partitions, statistics or
 file skipping, and holds no versions; the lake side goes through the project's runner (pinned Delta
-versions, the read-only sandbox) with the connection already open.
+versions, the sandbox) with the connection already open, as the runner opens it for a read statement
+(DuckDB reading the data files itself). The column "via Arrow" times the same query on the connection
+the runner opens for other statements and object-store lakes (pyarrow datasets of the same files).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import duckdb  # noqa: E402
 from prefhouse.pipelines.core import schema as S  # noqa: E402
 from prefhouse.pipelines.core.lake import Lake  # noqa: E402
-from prefhouse.pipelines.core.sql import connect  # noqa: E402
+from prefhouse.pipelines.core.sql import connect, reads_only  # noqa: E402
 from synthetic import generate  # noqa: E402
 
 
@@ -41,22 +43,35 @@ def once(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[float, list]:
     return time.perf_counter() - t0, rows
 
 
-def compare(lake_con: duckdb.DuckDBPyConnection, json_con: duckdb.DuckDBPyConnection, sql: str, repeat: int) -> tuple[list[float], list[float], int]:
+def compare(lake_con: duckdb.DuckDBPyConnection, arrow_con: duckdb.DuckDBPyConnection, json_con: duckdb.DuckDBPyConnection,
+            sql: str, repeat: int) -> tuple[list[float], list[float], list[float]]:
     """Each side ``repeat`` times, interleaved; the row counts must agree."""
-    lake_times, json_times, n = [], [], None
+    lake_times, arrow_times, json_times = [], [], []
     for _ in range(repeat):
         seconds, rows = once(lake_con, sql.format(t="pairs"))
         lake_times.append(seconds)
+        seconds, arrow_rows = once(arrow_con, sql.format(t="pairs"))
+        arrow_times.append(seconds)
         seconds, json_rows = once(json_con, sql.format(t="pairs_json"))
         json_times.append(seconds)
-        assert len(rows) == len(json_rows), (sql, len(rows), len(json_rows))
-        n = len(rows)
-    return lake_times, json_times, n or 0
+        assert len(rows) == len(arrow_rows) == len(json_rows), (sql, len(rows), len(arrow_rows), len(json_rows))
+    return lake_times, arrow_times, json_times
 
 
-def report(name: str, lake_times: list[float], json_times: list[float]) -> None:
-    lake_s, json_s = statistics.median(lake_times), statistics.median(json_times)
-    print(f"{name:28} {lake_s:9.3f} {json_s:9.3f} {json_s / lake_s:8.1f}x   (best {min(lake_times):.3f} vs {min(json_times):.3f})")
+def report(name: str, lake_times: list[float], arrow_times: list[float], json_times: list[float]) -> None:
+    lake_s, arrow_s, json_s = (statistics.median(t) for t in (lake_times, arrow_times, json_times))
+    print(f"{name:28} {lake_s:9.3f} {arrow_s:10.3f} {json_s:9.3f} {json_s / lake_s:8.1f}x   (best {min(lake_times):.3f} vs {min(json_times):.3f})")
+
+
+def run_queries(lake: Lake, json_con: duckdb.DuckDBPyConnection, queries: dict[str, str], repeat: int) -> None:
+    assert all(reads_only(sql.format(t="pairs")) for sql in queries.values())  # what the runner reads directly
+    lake_con, _ = connect(lake, names={S.PAIRS}, direct=True)
+    arrow_con, _ = connect(lake, names={S.PAIRS})
+    print(f"{'query':28} {'lake s':>9} {'via Arrow':>10} {'JSONL s':>9} {'speed-up':>9}   (medians of {repeat} runs each)")
+    for name, sql in queries.items():
+        report(name, *compare(lake_con, arrow_con, json_con, sql, repeat))
+    lake_con.close()
+    arrow_con.close()
 
 
 def main() -> None:
@@ -86,26 +101,17 @@ def main() -> None:
         "aggregate of reply lengths": "SELECT iteration, source, avg(length(chosen[-1].content)) AS l FROM {t} GROUP BY ALL ORDER BY ALL",
         "point lookup by pair_id": f"SELECT pair_id, source, iteration, chosen[-1].content FROM {{t}} WHERE pair_id = '{lookup_id}'",
     }
-    lake_con, _ = connect(lake, names={S.PAIRS})
     json_con = duckdb.connect()
     json_con.execute(f"CREATE VIEW pairs_json AS SELECT * FROM read_json('{jsonl}/*.jsonl', format = 'newline_delimited')")
     print(f"\n{args.pairs:,} pairs in {partitions} partitions: Delta {lake_bytes / 1e9:.2f} GB, JSONL {json_bytes / 1e9:.2f} GB")
-    print(f"{'query':28} {'lake s':>9} {'JSONL s':>9} {'speed-up':>9}   (medians of {args.repeat} runs each)")
-    for name, sql in queries.items():
-        lake_times, json_times, _ = compare(lake_con, json_con, sql, args.repeat)
-        report(name, lake_times, json_times)
-    lake_con.close()
+    run_queries(lake, json_con, queries, args.repeat)
     if args.zorder:
         from prefhouse.pipelines.maintain import optimize
 
         t0 = time.perf_counter()
         run = optimize(lake, [S.PAIRS], zorder_by=["pair_id"])
         print(f"\nz-ordered pairs by pair_id in {time.perf_counter() - t0:.0f}s: {run.timings[S.PAIRS]}")
-        lake_con, _ = connect(lake, names={S.PAIRS})
-        for name, sql in queries.items():
-            lake_times, json_times, _ = compare(lake_con, json_con, sql, args.repeat)
-            report(name, lake_times, json_times)
-        lake_con.close()
+        run_queries(lake, json_con, queries, args.repeat)
 
 
 if __name__ == "__main__":
