@@ -25,6 +25,7 @@ import pyarrow.dataset as pads
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.config import add_dataclass_flags, flag_layer
 from prefhouse.pipelines.core.errors import run as run_job
+from prefhouse.pipelines.core.digests import DigestSet, digests
 from prefhouse.pipelines.core.ids import messages_key, trimmed, with_md5
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, Staging, staging
 from prefhouse.pipelines.core.runlog import RunRecord
@@ -70,24 +71,27 @@ class Ids:
     """The ids of one kind a table already holds, plus those this run staged: the basis of idempotent appends.
 
     Ids in the lake are kept as one Arrow-backed polars Series (about 40 bytes an id, not a Python
-    object each); ids staged by the run are remembered only where the same id can come again in a later
+    object each); ids staged by the run are remembered as 16-byte digests (:class:`DigestSet`), so a run's
+    memory does not grow by a Python string per pair, and only where the same id can come again in a later
     batch (pairs and prompts shared across sources). Copy, quarantine and raw ids cannot: they are unique
     within a run by construction, so only the lake is asked about them.
     """
 
     def __init__(self, existing: pl.Series, across_batches: bool):
         self.existing = existing
-        self.staged: set[str] | None = set() if across_batches else None
+        self.staged: DigestSet | None = DigestSet() if across_batches else None
 
     def new(self, ids: pl.Series) -> pl.Series:
         """True for ids neither in the lake, nor staged before, nor earlier in ``ids``; remembers them."""
         fresh = ids.is_first_distinct()
         if self.existing.len():
             fresh = fresh & ~ids.is_in(self.existing.implode())
-        if self.staged is not None:
-            if self.staged:
-                fresh = fresh & pl.Series([i not in self.staged for i in ids.to_list()], dtype=pl.Boolean)
-            self.staged.update(ids.filter(fresh).to_list())
+        if self.staged is not None and ids.len():
+            high, low = digests(ids)
+            if len(self.staged):
+                fresh = fresh & pl.Series(~self.staged.contains(high, low))
+            kept = fresh.to_numpy()
+            self.staged.add(high[kept], low[kept])
         return fresh
 
 

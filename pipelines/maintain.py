@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deltalake import CommitProperties, WriterProperties
+import pyarrow as pa
+from deltalake import CommitProperties
 from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, writer_properties
 from prefhouse.pipelines.core.runlog import RunRecord
 
 
@@ -37,7 +38,7 @@ def optimize(lake: Lake, tables: list[str], zorder_by: list[str] | None = None) 
             for table in tables:
                 dt = lake.delta(table)
                 props = CommitProperties(custom_metadata={"prefhouse.run_id": run.run_id})
-                writer = WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD")  # delta-rs writes uncompressed when given properties without one
+                writer = writer_properties(pa.schema(dt.schema().to_arrow()), ROW_GROUP_ROWS, "ZSTD", max_row_group_size=ROW_GROUP_ROWS)
                 metrics = (dt.optimize.z_order(zorder_by, commit_properties=props, writer_properties=writer) if zorder_by
                            else dt.optimize.compact(commit_properties=props, writer_properties=writer))
                 run.timings[table] = {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved", "totalConsideredFiles")}

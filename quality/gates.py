@@ -1,10 +1,15 @@
 """The gate every writer passes before its commit: Great Expectations suites over derived facts.
 
 A writer ``observe``s the rows it stages (as facts, :mod:`quality.checks`); before committing it asks
-``judge(table)``, which runs the table's suite once over everything staged for it. Row-level failures
-come back as the keys to drop and quarantine, with the gate's name; batch-level failures raise
-:class:`GateError`, naming every failed gate, and the writer commits nothing. Every result, pass or
-fail, becomes a row of the ``validations`` table.
+``judge(table)`` for the table's verdict over everything staged for it. Row-level failures come back as
+the keys to drop and quarantine, with the gate's name; batch-level failures raise :class:`GateError`,
+naming every failed gate, and the writer commits nothing. Every result, pass or fail, becomes a row of
+the ``validations`` table: one per gate and table, however the facts were judged.
+
+Facts are judged in chunks of at most :data:`CHUNK_ROWS` rows, as they arrive, so a run's memory is
+bounded by the chunk and not by its input; a uniqueness gate also checks each chunk's values against
+those of the chunks before it (kept as 16-byte digests), so a duplicate is caught wherever its copies
+fell. The chunks' results are merged into one result per gate (counts summed).
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
+from prefhouse.pipelines.core.digests import DigestSet, digests
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
 from prefhouse.quality.gx_import import import_gx
 from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
+
+
+CHUNK_ROWS = 500_000  # facts of one table judged together; a larger run is judged a chunk at a time
 
 
 class GateError(Refused):
@@ -47,6 +56,33 @@ class Verdict:
     @property
     def success(self) -> bool:
         return not self.batch_failures and self.rejected.height == 0
+
+    @classmethod
+    def merged(cls, parts: list[Verdict]) -> Verdict:
+        """One verdict from those of a table's chunks: one result row per gate, its counts summed over the chunks
+        (it succeeds only if it did in every chunk), every rejected row, each failed gate once."""
+        if len(parts) == 1:
+            return parts[0]
+        by_gate: dict[str, list[dict]] = {}
+        for part in parts:
+            for row in part.results:
+                by_gate.setdefault(row["gate"], []).append(row)
+        results = []
+        for rows in by_gate.values():
+            failed = [r for r in rows if not r["success"]]
+            counts = [r["unexpected_count"] for r in rows]
+            unexpected = None if None in counts else sum(counts)
+            observed = failed[0]["observed_value"] if failed else rows[0]["observed_value"]
+            if len(failed) > 1 and unexpected is not None:
+                examples = [e for r in failed for e in json.loads(r["observed_value"] or "{}").get("examples", [])]
+                observed = json.dumps({"unexpected_count": unexpected, "examples": examples[:3]}, default=str)
+            results.append({**rows[0], "success": not failed, "element_count": sum(r["element_count"] for r in rows),
+                            "unexpected_count": unexpected, "observed_value": observed})
+        failures: dict[str, str] = {}
+        for part in parts:
+            for gate, observed in part.batch_failures:
+                failures.setdefault(gate, observed)
+        return cls(parts[0].table, parts[0].suite, pl.concat([p.rejected for p in parts]), list(failures.items()), results)
 
 
 _context = None
@@ -90,30 +126,50 @@ def _observed(result) -> str:
 
 
 class Gatekeeper:
-    """Collects facts per table while a run stages rows; judges each table once before the commit."""
+    """Collects facts per table while a run stages rows; judges them a chunk at a time; one verdict per table."""
 
-    def __init__(self, context: GateContext, run_id: str):
+    def __init__(self, context: GateContext, run_id: str, chunk_rows: int = CHUNK_ROWS):
         self.context = context
         self.run_id = run_id
+        self.chunk_rows = chunk_rows
         self.facts: dict[str, tuple[str, list[pl.DataFrame]]] = {}
+        self.judged: dict[str, list[Verdict]] = {}  # verdicts of a table's chunks judged so far
+        self.seen: dict[str, dict[str, DigestSet]] = {}  # table -> unique column -> its values in those chunks
 
     def observe(self, table: str, suite: str, facts: pl.DataFrame) -> None:
         if facts.height:
-            self.facts.setdefault(table, (suite, []))[1].append(facts)
+            frames = self.facts.setdefault(table, (suite, []))[1]
+            frames.append(facts)
+            if sum(f.height for f in frames) >= self.chunk_rows:
+                self._judge_chunk(table, more_to_come=True)
 
     def tables(self) -> list[str]:
-        return list(self.facts)
+        return list(dict.fromkeys([*self.judged, *self.facts]))
 
-    def judge(self, table: str) -> Verdict:
-        """Judge the table's facts once; they are let go here (not kept beside their copy for GX)."""
+    def _judge_chunk(self, table: str, more_to_come: bool) -> None:
+        """Judge the table's facts observed since its last chunk; they are let go here (not kept beside their copy for GX)."""
         suite_name, frames = self.facts.pop(table)
         facts = pl.concat(frames, how="vertical_relaxed", rechunk=False).with_row_index("_row")
         del frames
-        return judge(table, suite_name, facts, self.context, self.run_id)
+        verdict = judge(table, suite_name, facts, self.context, self.run_id, self.seen.setdefault(table, {}), remember=more_to_come)
+        self.judged.setdefault(table, []).append(verdict)
+
+    def judge(self, table: str) -> Verdict:
+        """The table's verdict over every fact observed for it (its last chunk judged now)."""
+        if table in self.facts:
+            self._judge_chunk(table, more_to_come=False)
+        self.seen.pop(table, None)
+        return Verdict.merged(self.judged.pop(table))
 
 
-def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext, run_id: str) -> Verdict:
-    """Run the suite over ``facts`` (which has a ``_row`` index) and sort the failures by level."""
+def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext, run_id: str,
+          seen: dict[str, DigestSet] | None = None, remember: bool = False) -> Verdict:
+    """Run the suite over ``facts`` (which has a ``_row`` index) and sort the failures by level.
+
+    ``seen``: each unique column's values in earlier chunks of the same table; a value found there fails the
+    column's uniqueness gate as a value repeated within ``facts`` would. ``remember``: add this chunk's values
+    (a later chunk will be checked against them).
+    """
     ctx = _gx()
     import great_expectations as gx
     from great_expectations.validator.v1_validator import Validator
@@ -146,6 +202,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     finally:
         source.delete_asset(name)
     results = [detail.get(r.expectation_config.meta["gate"], r) for r in quick]
+    repeats = _earlier_repeats(facts, expectations, seen, remember) if seen is not None else {}
 
     now = datetime.now(UTC)
     failed_rows: dict[int, str] = {}
@@ -155,13 +212,23 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
         meta = r.expectation_config.meta or {}
         gate, level = meta.get("gate"), meta.get("level")
         info = r.result or {}
-        rows.append({
+        row = {
             "run_id": run_id, "table_name": table, "table_version": None, "suite": suite_name, "suite_version": SUITE_VERSION,
             "gate": gate, "level": level, "expectation": r.expectation_config.type,
             "column": r.expectation_config.kwargs.get("column"), "success": bool(r.success),
             "element_count": info.get("element_count", facts.height), "unexpected_count": info.get("unexpected_count", 0 if r.success else None),
             "observed_value": _observed(r), "validated_at": now,
-        })
+        }
+        rows.append(row)
+        repeated = repeats.get(gate)
+        if repeated is not None and repeated.height:  # values an earlier chunk held: unexpected here too
+            row["success"], row["unexpected_count"] = False, (row["unexpected_count"] or 0) + repeated.height
+            row["observed_value"] = json.dumps({"unexpected_count": row["unexpected_count"], "examples": repeated[row["column"]].head(3).to_list()}, default=str)
+            if level == BATCH:
+                batch_failures.append((gate, row["observed_value"]))
+                continue
+            for index in repeated["_row"].to_list():
+                failed_rows.setdefault(int(index), gate)
         if r.success:
             continue
         raised = [v for v in (r.exception_info or {}).values() if isinstance(v, dict) and v.get("raised_exception")]
@@ -179,6 +246,26 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
         on="_row", how="inner",
     )
     return Verdict(table, suite_name, rejected, batch_failures, rows)
+
+
+def _earlier_repeats(facts: pl.DataFrame, expectations: dict, seen: dict[str, DigestSet], remember: bool) -> dict[str, pl.DataFrame]:
+    """For each uniqueness gate, the rows (``_row`` and the column) whose value an earlier chunk held; nulls are
+    not values here, as Great Expectations' uniqueness check ignores them."""
+    from great_expectations.expectations import ExpectColumnValuesToBeUnique
+
+    repeats = {}
+    for gate, expectation in expectations.items():
+        if not isinstance(expectation, ExpectColumnValuesToBeUnique):
+            continue
+        values = facts.select("_row", expectation.column).drop_nulls(expectation.column)
+        held = seen.setdefault(expectation.column, DigestSet())
+        if not len(held) and not remember:
+            continue
+        high, low = digests(values[expectation.column])
+        repeats[gate] = values.filter(pl.Series(held.contains(high, low))) if len(held) else values.clear()
+        if remember:
+            held.add(high, low)
+    return repeats
 
 
 def validation_rows(verdicts: list[Verdict], versions: dict[str, int]) -> pa.Table:

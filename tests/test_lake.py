@@ -121,6 +121,31 @@ def test_content_ids_trim_each_text_and_normalise_unicode_but_keep_inner_whitesp
     assert ids[3] == hashlib.md5(("user" + UNIT + "caf\u00e9" + RECORD + "user" + UNIT + "more" + GROUP + "ok").encode()).hexdigest()
 
 
+def test_a_digest_set_holds_exactly_the_ids_added() -> None:
+    """Ids as 128-bit digests in sorted runs: every id added is found after runs merge, no other is (not even one
+    sharing its high 64 bits), and keys that are not md5 hex digests (a null among them) are hashed first."""
+    import hashlib
+
+    import numpy as np
+    import polars as pl
+    from prefhouse.pipelines.core.digests import DigestSet, digests
+
+    ids = pl.Series([hashlib.md5(str(i).encode()).hexdigest() for i in range(5000)])
+    held = DigestSet()
+    for start in range(0, 3000, 250):  # twelve adds: runs are merged as they grow
+        held.add(*digests(ids[start:start + 250]))
+    assert len(held) == 3000 and len(held._runs) < 12
+    assert held.contains(*digests(ids)).tolist() == [i < 3000 for i in range(5000)]
+    high, low = digests(ids[:1])
+    assert (f"{int(high[0]):016x}{int(low[0]):016x}") == ids[0]  # a content id is its own digest
+    twins = DigestSet()
+    twins.add(np.array([7, 7, 9], np.uint64), np.array([1, 3, 1], np.uint64))
+    assert twins.contains(np.array([7, 7, 7, 9, 8], np.uint64), np.array([1, 2, 3, 2, 1], np.uint64)).tolist() == [True, False, True, False, False]
+    keys = DigestSet()
+    keys.add(*digests(pl.Series(["p|shp|train", None])))
+    assert keys.contains(*digests(pl.Series(["p|shp|train", None, "P|shp|train", "p|shp|test", "\x00null"]))).tolist() == [True, True, False, False, False]
+
+
 def test_an_id_hashed_once_per_distinct_key_is_the_same_id() -> None:
     """``with_md5(..., repeated=True)`` hashes each distinct key once and joins the digests back: same ids, nulls stay null."""
     import polars as pl

@@ -46,6 +46,26 @@ def test_optimize_writes_small_compressed_row_groups(lake: Lake, monkeypatch: py
         assert meta.row_group(0).column(0).compression == "ZSTD"
 
 
+def test_every_writer_leaves_bloom_filters_on_the_lookup_columns(lake: Lake) -> None:
+    """Staged files (curation), delta-rs appends and optimized files all carry a Parquet Bloom filter for each
+    lookup column (pair_id, prompt_id, _raw_key …) and for no other column: DuckDB's lookup by id skips by them."""
+    import duckdb
+    import pyarrow as pa
+
+    def filtered(table: str) -> set[str]:
+        paths = lake.data_files(table).paths
+        assert paths
+        rows = duckdb.sql(f"SELECT DISTINCT path_in_schema FROM parquet_metadata({paths!r}) WHERE bloom_filter_offset IS NOT NULL").fetchall()
+        return {r[0] for r in rows}
+
+    curate(["shp"], lake, SAMPLES, progress=False)  # staged files
+    assert filtered(S.PAIRS) == {"pair_id", "prompt_id"} and filtered("raw_shp") == {"_raw_key"} and filtered(S.PROMPTS) == {"prompt_id"}
+    lake.append("looked_up", pa.table({"response_id": ["a", "b"], "n": [1, 2]}))  # a delta-rs append
+    assert filtered("looked_up") == {"response_id"}
+    optimize(lake, [S.PAIRS], zorder_by=["pair_id"])  # rewritten files
+    assert filtered(S.PAIRS) == {"pair_id", "prompt_id"}
+
+
 def test_vacuum_lists_but_keeps_files_within_retention(lake: Lake, capsys: pytest.CaptureFixture) -> None:
     curate(["shp"], lake, SAMPLES, progress=False)
     curate(["helpsteer"], lake, SAMPLES, progress=False)

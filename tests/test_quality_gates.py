@@ -294,6 +294,44 @@ def test_every_gate_has_a_test_that_makes_it_fire() -> None:
     assert every - fired == set()
 
 
+def _observe_in_batches(facts: pl.DataFrame, chunk_rows: int, batch: int = 2):
+    from prefhouse.quality.gates import Gatekeeper
+
+    keeper = Gatekeeper(GateContext((0,), ("ultrafeedback",)), "test", chunk_rows=chunk_rows)
+    for start in range(0, facts.height, batch):
+        keeper.observe(S.PAIRS, "pairs", facts.slice(start, batch))
+    return keeper, keeper.judge(S.PAIRS)
+
+
+def test_gates_judged_in_chunks_record_what_one_judgement_records(curated_lake: Lake) -> None:
+    """Facts judged a chunk at a time (a run's memory bounded by the chunk) give one result per gate with the
+    counts of judging them all at once, and reject the same rows."""
+    pairs = good_pairs(curated_lake)
+    damaged = pl.concat([pairs, set_last_reply(pairs.head(2), 1, "rejected", pairs["chosen"][1].to_list()[-1]["content"])
+                         .with_columns(pl.col("pair_id") + "-copy")])  # row 7: final turns the same (a row gate)
+    facts = pair_facts(damaged)
+    keeper, chunked = _observe_in_batches(facts, chunk_rows=3)
+    _, whole = _observe_in_batches(facts, chunk_rows=10**9)
+    assert not keeper.facts and not keeper.judged  # let go once judged
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "validated_at"} for r in rows]  # noqa: E731
+    assert drop(chunked.results) == drop(whole.results) and len(chunked.results) == len(SUITES["pairs"])
+    assert {r["gate"]: r["element_count"] for r in chunked.results}["final_turns_differ"] == 8
+    assert chunked.rejected["pair_id"].to_list() == whole.rejected["pair_id"].to_list() == [damaged["pair_id"][7]]
+    assert chunked.batch_failures == whole.batch_failures == []
+
+
+def test_a_duplicate_in_another_chunk_fails_its_uniqueness_gate(curated_lake: Lake) -> None:
+    """Uniqueness holds across chunks: a pair id whose copies fell in different chunks fails pair_id_unique,
+    though each chunk alone is unique."""
+    pairs = good_pairs(curated_lake)
+    facts = pair_facts(pl.concat([pairs, pairs.slice(1, 1)]))  # row 6 repeats row 1, two chunks later
+    _, verdict = _observe_in_batches(facts, chunk_rows=3)
+    assert [g for g, _ in verdict.batch_failures] == ["pair_id_unique"]
+    unique = next(r for r in verdict.results if r["gate"] == "pair_id_unique")
+    assert not unique["success"] and unique["unexpected_count"] == 1 and pairs["pair_id"][1] in unique["observed_value"]
+    assert [r["gate"] for r in verdict.results if not r["success"]] == ["pair_id_unique"]
+
+
 # ------------------------------------------------------------------- curation's drop-and-quarantine path
 def test_curation_drops_and_quarantines_what_a_pair_gate_rejects(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pair failing a row gate during curation lands in no table but quarantine (rule gx.<gate>), with its copies,

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Field, write_deltalake
+from deltalake import BloomFilterProperties, ColumnProperties, CommitProperties, DeltaTable, Field, WriterProperties, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -267,6 +267,7 @@ class Lake:
             self.table_uri(table),
             data,
             mode="overwrite" if replace else "append",
+            writer_properties=writer_properties(data.schema, _largest_partition(data, partition_by)),
             predicate=" AND ".join(f"{c} {op} {v if v.lstrip('-').isdigit() else repr(v)}" for c, op, v in replace) if replace else None,
             partition_by=partition_by or None,
             storage_options=self.storage_options or None,
@@ -383,6 +384,34 @@ STAGING_TOKEN_KEY = "prefhouse.staging"  # commit metadata: which staging wrote 
 LANDED_LOOKBACK = 20  # commits of a table searched for a staging's own after a failed commit
 STATS_MAX_CHARS = 64  # longer strings get no min/max in the log (exact values only, never truncated)
 ROWS_PER_FILE = 1_000_000
+
+
+BLOOM_FPP = 0.05  # a Bloom filter's false-positive rate: ~8 bits a value
+
+
+def bloom_ndv(rows: int) -> int:
+    """The distinct values a row group's Bloom filters are sized for: its rows, a power of two in [1024, ROWS_PER_FILE]."""
+    return min(ROWS_PER_FILE, max(1024, 1 << max(0, rows - 1).bit_length()))
+
+
+def _largest_partition(data: pa.Table | pa.RecordBatchReader, partition_by: list[str] | None) -> int:
+    """The most rows ``data`` holds for one partition (a streamed append's are unknown: a whole file's)."""
+    if not isinstance(data, pa.Table):
+        return ROWS_PER_FILE
+    if not partition_by or not data.num_rows:
+        return data.num_rows
+    return pc.max(data.group_by(partition_by).aggregate([([], "count_all")]).column("count_all")).as_py()
+
+
+def bloom_columns(schema: pa.Schema) -> list[str]:
+    return [c for c in S.LOOKUP_COLUMNS if c in schema.names]
+
+
+def writer_properties(schema: pa.Schema, row_group_rows: int, compression: str = "SNAPPY", **options) -> WriterProperties:
+    """delta-rs writer properties with Bloom filters on the lookup columns, sized for ``row_group_rows`` (the
+    codec is always named: delta-rs writes uncompressed when given properties without one)."""
+    bloom = ColumnProperties(bloom_filter_properties=BloomFilterProperties(True, BLOOM_FPP, bloom_ndv(row_group_rows)))
+    return WriterProperties(compression=compression, column_properties={c: bloom for c in bloom_columns(schema)}, **options)
 
 
 def _inside(root: Path, relative: str, table: str) -> Path:
@@ -510,7 +539,9 @@ class Staging:
                 name = f"part-{self.token}-{len(staged.files) + len(staged.done):05d}.snappy.parquet"
                 relative = f"{_partition_dir(values)}/{name}" if values else name
                 (staged.root / relative).parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(str(staged.root / relative), staged.file_schema, compression="snappy")
+                # each add writes a row group: the Bloom filters are sized by this first one
+                bloom = {c: {"ndv": bloom_ndv(part.num_rows), "fpp": BLOOM_FPP} for c in bloom_columns(staged.file_schema)}
+                writer = pq.ParquetWriter(str(staged.root / relative), staged.file_schema, compression="snappy", bloom_filter_options=bloom or None)
                 data_file = staged.files[key] = _DataFile(relative, writer, values)
             data_file.write(part.drop_columns(staged.split_by))
             if data_file.rows >= ROWS_PER_FILE:

