@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefhouse.pipelines.core.ids import md5_hex
+from prefhouse.pipelines.core.ids import md5_halves
 
 HEX_MD5 = r"^[0-9a-f]{32}$"
 
@@ -23,18 +23,22 @@ def digests(keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """Each key's 128-bit digest as (high, low) uint64 halves: the key itself when it is an md5 hex digest (a
     content id), else the md5 of "v" + its text ("n" for a null, so no text is hashed as a null is)."""
     is_hex = keys.str.contains(HEX_MD5).fill_null(False)
+    high, low = np.zeros(keys.len(), np.uint64), np.zeros(keys.len(), np.uint64)
+    if is_hex.any():
+        at = is_hex.arg_true().to_numpy()
+        fixed = pc.cast(keys.gather(at).str.decode("hex").to_arrow(), pa.binary(16))
+        if isinstance(fixed, pa.ChunkedArray):
+            fixed = fixed.combine_chunks()
+        halves = np.frombuffer(fixed.buffers()[1], dtype=">u8", count=2 * len(fixed), offset=fixed.offset * 16).reshape(-1, 2)
+        high[at], low[at] = halves[:, 0], halves[:, 1]
     if not is_hex.all():
-        others = (~is_hex).arg_true()
-        keys = keys.clone().scatter(others, md5_hex(("v" + keys.gather(others)).fill_null("n")))
-    fixed = pc.cast(keys.str.decode("hex").to_arrow(), pa.binary(16))
-    if isinstance(fixed, pa.ChunkedArray):
-        fixed = fixed.combine_chunks()
-    halves = np.frombuffer(fixed.buffers()[1], dtype=">u8", count=2 * len(fixed), offset=fixed.offset * 16).reshape(-1, 2)
-    return halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
+        at = (~is_hex).arg_true().to_numpy()
+        high[at], low[at] = md5_halves(keys.gather(at))
+    return high, low
 
 
 class DigestSet:
-    """Digests in sorted runs of (high, low) uint64 pairs; exact (two ids are the same only if all 128 bits are)."""
+    """Digests in runs sorted by their high half; exact (two ids are the same only if all 128 bits are)."""
 
     def __init__(self) -> None:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -46,12 +50,12 @@ class DigestSet:
         """For each digest, whether the set holds it."""
         found = np.zeros(len(high), dtype=bool)
         for run_high, run_low in self._runs:
-            left = np.searchsorted(run_high, high, side="left")
-            right = np.searchsorted(run_high, high, side="right")
-            one = np.flatnonzero(right - left == 1)
-            found[one] |= run_low[left[one]] == low[one]
-            for i in np.flatnonzero(right - left > 1):  # the same high half more than once in the run: compare the low halves
-                found[i] |= bool((run_low[left[i]:right[i]] == low[i]).any())
+            at = np.minimum(np.searchsorted(run_high, high), len(run_high) - 1)
+            same_high = run_high[at] == high
+            found |= same_high & (run_low[at] == low)
+            # the same high half more than once in the run (1 in 2^64 a pair of ids): compare every low half
+            for i in np.flatnonzero(same_high & ~found & (run_high[np.minimum(at + 1, len(run_high) - 1)] == high)):
+                found[i] = bool((run_low[at[i]:np.searchsorted(run_high, high[i], side="right")] == low[i]).any())
         return found
 
     def add(self, high: np.ndarray, low: np.ndarray) -> None:
@@ -65,5 +69,6 @@ class DigestSet:
 
 
 def _sorted(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((low, high))
+    """By the high half only (a stable sort: two concatenated sorted runs merge in linear time)."""
+    order = np.argsort(high, kind="stable")
     return high[order], low[order]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -58,6 +59,18 @@ def md5_hex(texts: pl.Series) -> pl.Series:
     finally:
         con.unregister("hash_input")
     return pl.from_arrow(out.column("h")).alias(texts.name)
+
+
+def md5_halves(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The md5 digest of each text's UTF-8 bytes as its (high, low) uint64 halves, vectorised in DuckDB; a key, not an id:
+    no normalisation, and a null hashes as its own value ("v" + text for a text, "n" for a null)."""
+    con = _duckdb()
+    con.register("hash_input", pa.table({"t": texts.to_arrow(compat_level=pl.CompatLevel.newest())}))
+    try:
+        out = con.sql("SELECT md5_number_upper(coalesce('v' || t, 'n')) AS h, md5_number_lower(coalesce('v' || t, 'n')) AS l FROM hash_input").to_arrow_table()
+    finally:
+        con.unregister("hash_input")
+    return out.column("h").to_numpy(), out.column("l").to_numpy()
 
 
 def with_md5(df: pl.DataFrame, name: str, *parts: pl.Expr, repeated: bool = False) -> pl.DataFrame:
