@@ -49,27 +49,26 @@ def messages_key(expr: pl.Expr) -> pl.Expr:
     return expr.list.eval(pl.element().struct.field("role") + UNIT + trimmed(pl.element().struct.field("content"))).list.join(RECORD)
 
 
-def md5_hex(texts: pl.Series) -> pl.Series:
-    """md5 hex digest of the NFC form of each string, vectorised in DuckDB (order preserved)."""
+def _hashed(texts: pl.Series, select: str) -> pa.Table:
+    """``select`` (over column ``t``) run by DuckDB on the texts, handed over as Arrow string views, which polars
+    exports without copying the text and DuckDB reads as is; rows keep their order."""
     con = _duckdb()
-    # as Arrow string views, which polars hands over without copying the text (DuckDB reads them as is)
     con.register("hash_input", pa.table({"t": texts.to_arrow(compat_level=pl.CompatLevel.newest())}))
     try:
-        out = con.sql("SELECT md5(nfc_normalize(t)) AS h FROM hash_input").to_arrow_table()
+        return con.sql(f"{select} FROM hash_input").to_arrow_table()
     finally:
         con.unregister("hash_input")
-    return pl.from_arrow(out.column("h")).alias(texts.name)
+
+
+def md5_hex(texts: pl.Series) -> pl.Series:
+    """md5 hex digest of the NFC form of each string, vectorised in DuckDB (order preserved)."""
+    return pl.from_arrow(_hashed(texts, "SELECT md5(nfc_normalize(t)) AS h").column("h")).alias(texts.name)
 
 
 def md5_halves(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """The md5 digest of each text's UTF-8 bytes as its (high, low) uint64 halves, vectorised in DuckDB; a key, not an id:
     no normalisation, and a null hashes as its own value ("v" + text for a text, "n" for a null)."""
-    con = _duckdb()
-    con.register("hash_input", pa.table({"t": texts.to_arrow(compat_level=pl.CompatLevel.newest())}))
-    try:
-        out = con.sql("SELECT md5_number_upper(coalesce('v' || t, 'n')) AS h, md5_number_lower(coalesce('v' || t, 'n')) AS l FROM hash_input").to_arrow_table()
-    finally:
-        con.unregister("hash_input")
+    out = _hashed(texts, "SELECT md5_number_upper(coalesce('v' || t, 'n')) AS h, md5_number_lower(coalesce('v' || t, 'n')) AS l")
     return out.column("h").to_numpy(), out.column("l").to_numpy()
 
 

