@@ -255,13 +255,13 @@ def _earlier_repeats(facts: pl.DataFrame, expectations: dict, seen: dict[str, Di
 
     repeats = {}
     for gate, expectation in expectations.items():
-        if not isinstance(expectation, ExpectColumnValuesToBeUnique):
-            continue
+        if not isinstance(expectation, ExpectColumnValuesToBeUnique) or expectation.column not in facts.columns:
+            continue  # (a missing column: Great Expectations reports the gate as not evaluated)
         values = facts.select("_row", expectation.column).drop_nulls(expectation.column)
         held = seen.setdefault(expectation.column, DigestSet())
         if not len(held) and not remember:
             continue
-        high, low = digests(values[expectation.column])
+        high, low = digests(values[expectation.column].cast(pl.String))
         repeats[gate] = values.filter(pl.Series(held.contains(high, low))) if len(held) else values.clear()
         if remember:
             held.add(high, low)

@@ -216,6 +216,9 @@ def test_a_gate_that_cannot_be_evaluated_refuses_the_batch(good: pl.DataFrame) -
     verdict = judge("pairs", "pairs", facts, GateContext((1,), ("online",)), "test")
     assert not verdict.success
     assert [g for g, why in verdict.batch_failures if "could not be evaluated" in why] == ["chosen_rejected_share_context"]
+    # judged in chunks, a uniqueness gate's missing column is the same refusal (not a crash of the cross-chunk check)
+    _, chunked = _observe_in_batches(pair_facts(good).drop("pair_id"), chunk_rows=3)
+    assert {g for g, why in chunked.batch_failures if "could not be evaluated" in why} >= {"pair_id_present", "pair_id_unique"}
 
 
 # ------------------------------------------------------------------- gates no public writer can reach
