@@ -103,7 +103,6 @@ def _gx():
 
         _context = gx.get_context(mode="ephemeral")
         _context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        _context.data_sources.add_pandas("prefhouse")
     return _context
 
 
@@ -180,7 +179,9 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
         expectations[gate.name] = gate.make(context)
         expectations[gate.name].meta = {"gate": gate.name, "level": gate.level}
     used = {"_row"} | {e.column for e in expectations.values()}
-    source = ctx.data_sources.get("prefhouse")
+    # A data source of its own, deleted after: a data source's execution engine keeps every batch it ever
+    # loaded (GX's BatchManager never evicts), so one shared source held a pandas copy of every chunk judged.
+    source = ctx.data_sources.add_pandas(name)
     asset = source.add_dataframe_asset(name)
     # One validator, so Great Expectations loads the batch once for both passes.
     validator = Validator(batch_definition=asset.add_batch_definition_whole_dataframe(name),
@@ -200,7 +201,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
         validator.result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}
         detail = {r.expectation_config.meta["gate"]: r for r in (run(failed) if failed else [])}
     finally:
-        source.delete_asset(name)
+        ctx.data_sources.delete(name)
     results = [detail.get(r.expectation_config.meta["gate"], r) for r in quick]
     repeats = _earlier_repeats(facts, expectations, seen, remember) if seen is not None else {}
 

@@ -323,6 +323,17 @@ def test_gates_judged_in_chunks_record_what_one_judgement_records(curated_lake: 
     assert chunked.batch_failures == whole.batch_failures == []
 
 
+def test_great_expectations_keeps_no_batch_after_a_judgement(curated_lake: Lake) -> None:
+    """Each judgement's data source is deleted with it: a GX data source's execution engine caches every batch it
+    loads and never evicts one, so a shared one kept a pandas copy of every chunk a run judged (memory grew with the input)."""
+    from prefhouse.quality.gates import _gx
+
+    for _ in range(2):
+        judge(S.PAIRS, "pairs", pair_facts(good_pairs(curated_lake)).with_row_index("_row"), GateContext((0,), ("ultrafeedback",)), "test")
+    cached = [len(source.get_execution_engine().batch_manager.batch_data_cache) for source in _gx().data_sources.all().values()]
+    assert sum(cached) == 0
+
+
 def test_a_duplicate_in_another_chunk_fails_its_uniqueness_gate(curated_lake: Lake) -> None:
     """Uniqueness holds across chunks: a pair id whose copies fell in different chunks fails pair_id_unique,
     though each chunk alone is unique."""
