@@ -403,13 +403,13 @@ CORE_TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
     TRAINING_LOGS: (TRAINING_LOG_SCHEMA, []),
 }
 
-# The content id of each table whose rows are written once however often a run repeats (raw tables: ``_raw_key``):
-# what an object-store append matches on (Lake.insert_new), so that concurrent writers cannot duplicate a row.
 # Columns a point lookup names (a pair, its prompt, a response, a raw row): every data file carries a Parquet
 # Bloom filter of each that its table has, so DuckDB skips the row groups that cannot hold the value without
 # reading the column (10M pairs as appended: a pair id in 0.30 s -> 0.06 s, tests/benchmarks/bench_sql.py).
 LOOKUP_COLUMNS = ("pair_id", "prompt_id", "response_id", "_raw_key")
 
+# The content id of each table whose rows are written once however often a run repeats (raw tables: ``_raw_key``):
+# what an object-store append matches on (Lake.insert_new), so that concurrent writers cannot duplicate a row.
 ROW_KEYS: dict[str, tuple[str, ...]] = {
     PAIRS: ("pair_id",), PAIR_SOURCES: ("copy_id",), QUARANTINE: ("quarantine_id",), PROMPTS: ("prompt_id", "source", "split"),
     RESPONSES: ("response_id",), SCORES: ("response_id",), DRAWN_PROMPTS: ("iteration", "prompt_id"), EVAL_PROMPTS: ("prompt_id",),
