@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake, LakeError
 from prefhouse.pipelines.core.settings import setting
-from prefhouse.pipelines.core.sql import connect, reads_only
+from prefhouse.pipelines.core.sql import connect, reads_only, sql_literal
 from prefhouse.pipelines.sources import MIXTURES
 
 
@@ -105,7 +105,7 @@ class Snapshot:
 
 
 def _quote(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return ", ".join(sql_literal(v) for v in values)
 
 
 def selection_sql(sel: Selection, columns: str) -> str:

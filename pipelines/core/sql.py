@@ -282,8 +282,9 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(value: object) -> str:
-    """A partition value from the Delta log as SQL text (cast to its column's type by the caller)."""
+def sql_literal(value: object) -> str:
+    """A value as SQL literal text (a partition value from the Delta log, a path, a source name); a text is quoted
+    with its quotes doubled. The caller casts it to its column's type where that matters."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
@@ -324,9 +325,9 @@ def parquet_view(con: duckdb.DuckDBPyConnection, table: str, files: DataFiles) -
         groups.setdefault(_file_schema(path), []).append(i)
     selects = []
     for group in groups.values():
-        listed = "[" + ", ".join(_literal(files.paths[i]) for i in group) + "]"
-        scan = f"read_parquet({listed}, hive_partitioning = false" + (f", filename = {_literal(file_column)})" if partitioned else ")")
-        held = _column_types(con, f"SELECT * FROM read_parquet({_literal(files.paths[group[0]])}, hive_partitioning = false)")
+        listed = "[" + ", ".join(sql_literal(files.paths[i]) for i in group) + "]"
+        scan = f"read_parquet({listed}, hive_partitioning = false" + (f", filename = {sql_literal(file_column)})" if partitioned else ")")
+        held = _column_types(con, f"SELECT * FROM read_parquet({sql_literal(files.paths[group[0]])}, hive_partitioning = false)")
         columns = []
         for name, kind in types.items():
             column = _identifier(name)
@@ -341,7 +342,7 @@ def parquet_view(con: duckdb.DuckDBPyConnection, table: str, files: DataFiles) -
         select = f"SELECT {', '.join(columns)} FROM {scan} r"
         if partitioned:
             rows = ", ".join(
-                "(" + ", ".join([_literal(files.paths[i])] + [f"CAST({_literal(v)} AS {types[c]})" for c, v in files.partition_values(i).items()]) + ")"
+                "(" + ", ".join([sql_literal(files.paths[i])] + [f"CAST({sql_literal(v)} AS {types[c]})" for c, v in files.partition_values(i).items()]) + ")"
                 for i in group
             )
             names = ", ".join(_identifier(n) for n in [file_column, *files.partition_columns])
