@@ -10,7 +10,7 @@ import pytest
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
-from prefhouse.quality.checks import Bounds, eval_response_facts, eval_score_facts, pair_facts, prompt_facts, raw_facts
+from prefhouse.quality.checks import Bounds, eval_response_facts, eval_score_facts, pair_facts, prompt_facts, raw_facts, shares_context
 from prefhouse.quality.gates import GateError, judge
 from prefhouse.quality.guard import append_pairs
 from prefhouse.quality.suites import SUITES, GateContext
@@ -93,6 +93,28 @@ def test_row_gate_quarantines_only_the_bad_row(lake: Lake, good: pl.DataFrame, d
     assert q == [{"rule": f"gx.{gate}", "kind": "invalid", "level": "pair"}]
     v = validations(lake).filter(pl.col("gate") == gate)
     assert v["success"].to_list() == [False] and v["unexpected_count"].to_list() == [1]
+
+
+def test_shares_context_compares_turn_by_turn() -> None:
+    u = lambda text, role="user": {"role": role, "content": text}  # noqa: E731
+    reply = u("the reply", "assistant")
+    cases = [  # (prompt, chosen, rejected, shares)
+        ([u("hi")], [u(" hi "), reply], [u("hi"), reply], True),  # texts compared trimmed
+        ([], [reply], [reply], True),
+        ([u("hi")], [u("hi"), reply], [u("hi!"), reply], False),
+        ([u("hi")], [u("hi", "system"), reply], [u("hi"), reply], False),
+        ([u("hi")], [u("hi"), reply], [reply], False),  # rejected does not continue the prompt
+        ([u("hi"), u("more")], [u("hi"), reply], [u("hi"), u("more"), reply], False),
+        ([u(None)], [u(None), reply], [u(None), reply], True),  # a null text equals only a null
+        ([u(None)], [u(""), reply], [u(None), reply], False),
+        # a turn without a role vanished from the key strings this replaced, which called this pair sharing its context
+        ([{"role": None, "content": "a"}], [{"role": None, "content": "a"}, reply], [], False),
+        (None, [reply], [reply], False),
+    ]
+    messages = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+    pairs = pl.DataFrame([{"prompt": p, "chosen": c, "rejected": r} for p, c, r, _ in cases],
+                         schema={"prompt": messages, "chosen": messages, "rejected": messages})
+    assert shares_context(pairs).to_list() == [shares for *_, shares in cases]
 
 
 PAIR_BATCH_DAMAGE = [
