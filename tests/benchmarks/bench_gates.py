@@ -2,9 +2,10 @@
 
     python tests/benchmarks/bench_gates.py --pairs 1000000
 
-Same process, same synthetic pairs (tests/benchmarks/synthetic.py): (a) the guarded write alone, staging
-the pairs as Parquet data files and committing them to a fresh Delta table; (b) the gate as writers run
-it, deriving the fact columns with polars for each staged chunk and handing them to a ``Gatekeeper``,
+Same process, same synthetic pairs (tests/benchmarks/synthetic.py), held as polars frames as the writers
+hold the pairs they build (``curate.py``, ``quality/guard.py``): (a) the guarded write alone, as writers do
+it, staging each frame (``to_arrow``) as Parquet data files and committing them to a fresh Delta table;
+(b) the gate as writers run it, deriving the fact columns with polars for each staged chunk and handing them to a ``Gatekeeper``,
 which runs the pairs suite with Great Expectations a chunk (``quality.gates.CHUNK_ROWS``) at a time and
 checks uniqueness across chunks (Great Expectations' import and context are built before timing).
 Prints seconds and the ratio b / a.
@@ -37,24 +38,24 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=250_000)
     args = parser.parse_args()
-    tables = list(chunks(args.pairs, 1, args.chunk))
+    frames = [pl.from_arrow(table) for table in chunks(args.pairs, 1, args.chunk)]
     _gx()  # build the Great Expectations context outside the timings
     work = Path(tempfile.mkdtemp(prefix="prefhouse-gates-"))
     try:
         lake = Lake(str(work / "lake"))
         t0 = time.perf_counter()
         with staging(lake) as stage:
-            for table in tables:
-                stage.add(S.PAIRS, table, S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
+            for frame in frames:
+                stage.add(S.PAIRS, frame.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
             stage.commit()
         write_s = time.perf_counter() - t0
 
-        sources = tuple(sorted({s for t in tables for s in t.column("source").unique().to_pylist()}))
+        sources = tuple(sorted({s for frame in frames for s in frame["source"].unique()}))
         keeper = Gatekeeper(GateContext((0,), sources), "bench")
         facts_s = judge_s = 0.0
-        for table in tables:
+        for frame in frames:
             t0 = time.perf_counter()
-            facts = pair_facts(pl.from_arrow(table))
+            facts = pair_facts(frame)
             facts_s += time.perf_counter() - t0
             t0 = time.perf_counter()
             keeper.observe(S.PAIRS, "pairs", facts)
