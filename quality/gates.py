@@ -137,10 +137,11 @@ class Gatekeeper:
 
     def observe(self, table: str, suite: str, facts: pl.DataFrame) -> None:
         if facts.height:
-            frames = self.facts.setdefault(table, (suite, []))[1]
-            frames.append(facts)
-            if sum(f.height for f in frames) >= self.chunk_rows:
+            if sum(f.height for f in self.facts.get(table, ("", []))[1]) >= self.chunk_rows:
+                # a full chunk, and more facts after it: judged now, its unique values remembered for what follows
+                # (judged only once more facts arrive, the last chunk is never remembered for nothing)
                 self._judge_chunk(table, more_to_come=True)
+            self.facts.setdefault(table, (suite, []))[1].append(facts)
 
     def tables(self) -> list[str]:
         return list(dict.fromkeys([*self.judged, *self.facts]))

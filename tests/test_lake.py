@@ -135,7 +135,9 @@ def test_a_digest_set_holds_exactly_the_ids_added() -> None:
     for start in range(0, 3000, 250):  # twelve adds: runs are merged as they grow
         held.add(*digests(ids[start:start + 250]))
     assert len(held) == 3000 and len(held._runs) < 12
-    assert held.contains(*digests(ids)).tolist() == [i < 3000 for i in range(5000)]
+    assert held.contains(*digests(ids)).tolist() == [i < 3000 for i in range(5000)]  # many asked: hashed first
+    assert held.contains(*digests(ids[2990:3010])).tolist() == [i < 3000 for i in range(2990, 3010)]  # a few: searched
+    assert held.contains(*digests(ids.gather([2999, 0, 4999, 2, 5] * 4))).tolist() == [True, True, False, True, True] * 4
     high, low = digests(ids[:1])
     assert (f"{int(high[0]):016x}{int(low[0]):016x}") == ids[0]  # a content id is its own digest
     twins = DigestSet()

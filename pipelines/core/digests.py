@@ -61,12 +61,12 @@ class DigestSet:
         """For each digest, whether the set holds it."""
         found = np.zeros(len(high), dtype=bool)
         for run_high, run_low in self._runs:
-            at = np.minimum(np.searchsorted(run_high, high), len(run_high) - 1)
-            same_high = run_high[at] == high
-            found |= same_high & (run_low[at] == low)
-            # the same high half more than once in the run (1 in 2^64 a pair of ids): compare every low half
-            for i in np.flatnonzero(same_high & ~found & (run_high[np.minimum(at + 1, len(run_high) - 1)] == high)):
-                found[i] = bool((run_low[at[i]:np.searchsorted(run_high, high[i], side="right")] == low[i]).any())
+            ask = np.arange(len(high))
+            if len(high) * 8 >= len(run_high):
+                # many digests against this run (a chunk of gate facts): one hash pass over the high halves keeps the
+                # few that could be in it, instead of a binary search per digest into memory far apart
+                ask = np.flatnonzero(pl.Series(high, dtype=pl.UInt64).is_in(pl.Series(run_high, dtype=pl.UInt64).implode()).to_numpy())
+            found[ask] |= _in_run(run_high, run_low, high[ask], low[ask])
         return found
 
     def add(self, high: np.ndarray, low: np.ndarray) -> None:
@@ -77,6 +77,17 @@ class DigestSet:
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
             (h1, l1), (h2, l2) = self._runs.pop(), self._runs.pop()
             self._runs.append(_sorted(np.concatenate([h2, h1]), np.concatenate([l2, l1])))
+
+
+def _in_run(run_high: np.ndarray, run_low: np.ndarray, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """For each digest, whether the sorted run holds it: a binary search on the high half, then the low half compared."""
+    at = np.minimum(np.searchsorted(run_high, high), len(run_high) - 1)
+    same_high = run_high[at] == high
+    found = same_high & (run_low[at] == low)
+    # the same high half more than once in the run (1 in 2^64 a pair of ids): compare every low half
+    for i in np.flatnonzero(same_high & ~found & (run_high[np.minimum(at + 1, len(run_high) - 1)] == high)):
+        found[i] = bool((run_low[at[i]:np.searchsorted(run_high, high[i], side="right")] == low[i]).any())
+    return found
 
 
 def _sorted(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
