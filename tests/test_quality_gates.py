@@ -117,6 +117,15 @@ def test_shares_context_compares_turn_by_turn() -> None:
     assert shares_context(pairs).to_list() == [shares for *_, shares in cases]
 
 
+def test_same_up_to_whitespace_answers_each_row_in_place() -> None:
+    from prefhouse.pipelines.core.text import same_up_to_whitespace
+
+    cases = [("a", "b", False), ("a b", "ab", True), ("a  z", "a y z", False), (" x\n", "x", True), (None, None, False),
+             (None, "x", False), ("ab", "a b c", False), ("q\tr s", "qrs ", True)]
+    replies = pl.DataFrame({"c": [c for c, _, _ in cases], "r": [r for _, r, _ in cases]}, schema={"c": pl.String, "r": pl.String})
+    assert same_up_to_whitespace(replies, "c", "r").to_list() == [same for *_, same in cases]
+
+
 PAIR_BATCH_DAMAGE = [
     (lambda df: pl.concat([df, df.head(1)]), "pair_id_unique"),
     (lambda df: df.with_columns(pl.lit(2, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),
