@@ -14,6 +14,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
 from prefhouse.pipelines.curate import curate, main
+from prefhouse.pipelines.sources import ADAPTERS
 from prefhouse.pipelines.sources.reading import InputError
 
 from .conftest import SAMPLES
@@ -113,6 +114,30 @@ def test_wrong_type_in_row_11_is_quarantined_and_the_rest_lands(tmp_path: Path) 
     assert "train#10" not in raw_keys and "train#11" in raw_keys  # keys stay the record's index in the file
     acc = run_query(lake, "filter_accounting").to_pylist()[0]
     assert acc["balanced"] and acc["rows_in"] == 15 and acc["quarantined_by"] == "raw.wrong_type=1"
+
+
+def test_files_read_in_many_blocks_and_batches_lose_and_repeat_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON read in small blocks gathered into batches, a defect after several batches (the rest re-read by Python
+    from the first record not yet handed on), and Parquet read in row groups gathered the same way."""
+    from prefhouse.pipelines.sources import reading
+
+    monkeypatch.setattr(reading, "READ_BLOCK_BYTES", 2048)
+    monkeypatch.setattr(reading, "BATCH_BYTES", 3000)
+    monkeypatch.setattr(reading, "PARQUET_READ_ROWS", 7)
+    records = rows(300)
+    records[250]["chosen"] = 42
+    data = write_source(tmp_path, {"train.jsonl": jsonl(records)})
+    pl.DataFrame(rows(100)).write_parquet(data / SOURCE / "test.parquet")
+    files = sorted((data / SOURCE).iterdir())
+    schema = ADAPTERS[SOURCE].raw_schema
+    batches = list(reading.read_files(SOURCE, data / SOURCE, files, schema))
+    json_batches = [b for b in batches if b.split == "train"]
+    assert len(json_batches) > 3 and len([b for b in batches if b.split == "test"]) > 3
+    assert [k for b in batches for k in b.keys.to_pylist()] == [f"test#{i}" for i in range(100)] + [f"train#{i}" for i in range(300) if i != 250]
+    assert [i for b in json_batches if b.rejects is not None for i in b.rejects["index"]] == [250]
+    lake = Lake(str(tmp_path / "lake"))
+    _, summaries = curate([SOURCE], lake, data, progress=False)
+    assert summaries[0].rows_in == 400 and summaries[0].rows["paired"] == 399 and summaries[0].rows["quarantined"] == 1
 
 
 def test_column_missing_after_the_first_record_is_quarantined_with_that_reason(tmp_path: Path) -> None:
