@@ -8,6 +8,7 @@ from prefhouse.pipelines.core.ids import without_whitespace
 
 ROLE_LETTER = {"system": "S", "user": "U", "assistant": "A"}
 PROMPT_ROLES = r"^S?U(AU)*$"  # optional system turn, then alternating turns that end with the user
+PREFIX_CHARS = 32  # characters of two texts compared, whitespace removed, before the whole texts are
 
 
 def role_pattern(messages: pl.Expr) -> pl.Expr:
@@ -19,14 +20,19 @@ def role_pattern(messages: pl.Expr) -> pl.Expr:
 def same_up_to_whitespace(df: pl.DataFrame, a: str, b: str) -> pl.Series:
     """Whether columns a and b hold the same text once whitespace is ignored.
 
-    Removing whitespace from every long reply is costly, so it is done only where the trimmed texts
-    begin and end with the same character: a necessary condition, cheap to test. The answers for those
-    rows are put in place by position (joining them back on a row index cost more than the test).
+    Removing whitespace from every long reply is costly, so it is done only where two cheap necessary
+    conditions hold: the trimmed texts begin and end with the same character, and their first
+    :data:`PREFIX_CHARS` characters, whitespace removed, agree as far as both go (replies to one prompt
+    often share a first and last character; far fewer share a first sentence). The answers for the rows
+    checked are put in place by position.
     """
     ta, tb = pl.col(a).str.strip_chars(), pl.col(b).str.strip_chars()
-    maybe = df.select(((ta.str.head(1) == tb.str.head(1)) & (ta.str.tail(1) == tb.str.tail(1))).fill_null(False)).to_series()
+    ends = (ta.str.head(1) == tb.str.head(1)) & (ta.str.tail(1) == tb.str.tail(1))
+    at = df.select(ends.fill_null(False)).to_series().arg_true()
+    pa, pb = without_whitespace(pl.col(a).str.head(PREFIX_CHARS)), without_whitespace(pl.col(b).str.head(PREFIX_CHARS))
+    both = pl.min_horizontal(pa.str.len_chars(), pb.str.len_chars())
+    at = at.filter(df[at].select((pa.str.head(both) == pb.str.head(both)).fill_null(False)).to_series())
     same = np.zeros(df.height, dtype=bool)
-    at = maybe.arg_true()
     if len(at):
         checked = df[at].select((without_whitespace(pl.col(a)) == without_whitespace(pl.col(b))).fill_null(False)).to_series()
         same[at.to_numpy()] = checked.to_numpy()
