@@ -6,7 +6,7 @@ the keys to drop and quarantine, with the gate's name; batch-level failures rais
 naming every failed gate, and the writer commits nothing. Every result, pass or fail, becomes a row of
 the ``validations`` table: one per gate and table, however the facts were judged.
 
-Facts are judged in chunks of at most :data:`CHUNK_ROWS` rows, as they arrive, so a run's memory is
+Facts are judged in chunks of about :data:`CHUNK_ROWS` rows, as they arrive, so a run's memory is
 bounded by the chunk and not by its input; a uniqueness gate also checks each chunk's values against
 those of the chunks before it (kept as 16-byte digests), so a duplicate is caught wherever its copies
 fell. The chunks' results are merged into one result per gate (counts summed).

@@ -8,7 +8,7 @@ from prefhouse.pipelines.core.ids import without_whitespace
 
 ROLE_LETTER = {"system": "S", "user": "U", "assistant": "A"}
 PROMPT_ROLES = r"^S?U(AU)*$"  # optional system turn, then alternating turns that end with the user
-PREFIX_CHARS = 32  # characters of two texts compared, whitespace removed, before the whole texts are
+PREFIX_CHARS = 32  # the first characters of two texts compared, whitespace removed, before the whole texts are
 
 
 def role_pattern(messages: pl.Expr) -> pl.Expr:

@@ -18,7 +18,8 @@ Every batch is cast to the adapter's declared raw schema. What a bad input does 
   blank lines are accepted, as JSON-lines readers do.
 
 Records are read by Arrow's JSON reader; only a file in which Arrow finds a defect is re-read, from the
-first record Arrow did not return, by Python's ``json``, which can tell which record is at fault.
+first record Arrow did not return, by Python's ``json``, which can tell which record is at fault. A batch
+is about :data:`BATCH_BYTES` of Arrow data in every format, whatever the file's size or its rows' width.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import pyarrow.parquet as pq
 JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
 # A batch is about BATCH_BYTES of Arrow data in every format, so that curation's memory is set by it and not by a
-# file's size or its rows' width (20,000 rows of CodeUltraFeedback are 50 MB, of HH-RLHF 10 MB).
+# file's size or its rows' width (20,000 rows of the benchmark's CodeUltraFeedback are 50 MB).
 BATCH_BYTES = 16 << 20
 # Arrow's JSON reader reads about 32 blocks ahead of the one it hands over: small blocks keep that near 140 MB
 # (at 32 MB blocks it held whole files of up to 1 GB). A record longer than a block: the rest is re-read by Python.
