@@ -123,7 +123,7 @@ def test_files_read_in_many_blocks_and_batches_lose_and_repeat_no_record(tmp_pat
 
     monkeypatch.setattr(reading, "READ_BLOCK_BYTES", 2048)
     monkeypatch.setattr(reading, "BATCH_BYTES", 3000)
-    monkeypatch.setattr(reading, "PARQUET_READ_ROWS", 7)
+    monkeypatch.setattr(reading, "READ_ROWS", 7)
     records = rows(300)
     records[250]["chosen"] = 42
     data = write_source(tmp_path, {"train.jsonl": jsonl(records)})

@@ -16,7 +16,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
 from prefhouse.pipelines.curate import curate, main
-from prefhouse.pipelines.sources import ADAPTERS
+from prefhouse.pipelines.sources import ADAPTERS, reading
 from prefhouse.pipelines.sources.reading import (
     InputReport,
     MissingColumnError,
@@ -119,7 +119,11 @@ def test_hub_loader_through_datasets_offline(tmp_path: Path, monkeypatch: pytest
     adapter = ADAPTERS["helpsteer"]
     files = [str(SAMPLES / "helpsteer" / "validation.jsonl")]
     report = InputReport()
-    batches = list(read_hub("helpsteer", "json", None, [None], adapter.raw_schema, report, data_files=files, batch_rows=1))
+    monkeypatch.setattr(reading, "READ_ROWS", 1)
+    gathered = list(read_hub("helpsteer", "json", None, [None], adapter.raw_schema, InputReport(), data_files=files))
+    assert [b.table.num_rows for b in gathered] == [2]  # reads of one row, gathered into one batch of BATCH_BYTES
+    monkeypatch.setattr(reading, "BATCH_BYTES", 1)  # every record its own batch
+    batches = list(read_hub("helpsteer", "json", None, [None], adapter.raw_schema, report, data_files=files))
     assert [b.table.num_rows for b in batches] == [1, 1]
     assert batches[0].table.schema == adapter.raw_schema
     assert [k for b in batches for k in b.keys.to_pylist()] == ["train#0", "train#1"]

@@ -46,7 +46,7 @@ BATCH_BYTES = 16 << 20
 # Arrow's JSON reader reads about 32 blocks ahead of the one it hands over: small blocks keep that near 140 MB
 # (at 32 MB blocks it held whole files of up to 1 GB). A record longer than a block: the rest is re-read by Python.
 READ_BLOCK_BYTES = 4 << 20
-PARQUET_READ_ROWS = 1_000  # rows a Parquet file is read by, gathered into batches of BATCH_BYTES
+READ_ROWS = 1_000  # rows read at a time from a Parquet file or a hub dataset, gathered into batches of BATCH_BYTES
 SLOW_PATH_ROWS = 5_000  # records per batch when Python re-reads a defective file
 REJECT_COLUMNS = {"index": pl.Int64, "rule": pl.String, "reason": pl.String}
 
@@ -319,7 +319,7 @@ def read_files(source: str, source_dir: Path, files: list[Path], schema: pa.Sche
         index = 0
         if path.name.endswith(PARQUET_SUFFIXES):
             parquet = pq.ParquetFile(path)
-            batches = ((table, None, None) for table in _gathered(parquet.iter_batches(batch_size=PARQUET_READ_ROWS)))
+            batches = ((table, None, None) for table in _gathered(parquet.iter_batches(batch_size=READ_ROWS)))
         else:
             batches = _json_batches(path, schema, source)
         for table, indices, rejects in batches:
@@ -351,7 +351,6 @@ def read_hub(
     schema: pa.Schema,
     report: InputReport,
     data_files: list[str] | None = None,
-    batch_rows: int = 20_000,
 ) -> Iterator[RawBatch]:
     """Raw batches through ``datasets.load_dataset`` (the hub path; also any builder such as "json").
 
@@ -375,7 +374,8 @@ def read_hub(
             report.files.append({"hub_id": hub_id, "revision": revision, "commit": commit, "data_dir": data_dir, "split": split_name, "rows": len(ds)})
             split = f"{data_dir}/{split_name}" if data_dir else split_name
             index = 0
-            for table in ds.with_format("arrow").iter(batch_size=batch_rows):
+            reads = ds.with_format("arrow").iter(batch_size=READ_ROWS)
+            for table in _gathered(batch for read in reads for batch in read.to_batches()):
                 table = conform(table, schema, source, where)
                 yield RawBatch(split, where, index, table)
                 index += table.num_rows
