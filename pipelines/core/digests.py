@@ -30,9 +30,8 @@ def digests(keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     if is_hex.any():
         at = is_hex.arg_true().to_numpy()
         high[at], low[at] = _hex_halves(keys.gather(at))
-    if not is_hex.all():
-        at = (~is_hex).arg_true().to_numpy()
-        high[at], low[at] = md5_halves(keys.gather(at))
+    at = (~is_hex).arg_true().to_numpy()
+    high[at], low[at] = md5_halves(keys.gather(at))
     return high, low
 
 
@@ -62,11 +61,12 @@ class DigestSet:
         """For each digest, whether the set holds it."""
         found = np.zeros(len(high), dtype=bool)
         for run_high, run_low in self._runs:
-            ask = np.arange(len(high))
-            if len(high) * 8 >= len(run_high):
-                # many digests against this run (a chunk of gate facts): one hash pass over the high halves keeps the
-                # few that could be in it, instead of a binary search per digest into memory far apart
-                ask = np.flatnonzero(pl.Series(high, dtype=pl.UInt64).is_in(pl.Series(run_high, dtype=pl.UInt64).implode()).to_numpy())
+            if len(high) * 8 < len(run_high):
+                found |= _in_run(run_high, run_low, high, low)
+                continue
+            # many digests against this run (a chunk of gate facts): one hash pass over the high halves keeps the
+            # few that could be in it, instead of a binary search per digest into memory far apart
+            ask = np.flatnonzero(pl.Series(high, dtype=pl.UInt64).is_in(pl.Series(run_high, dtype=pl.UInt64).implode()).to_numpy())
             found[ask] |= _in_run(run_high, run_low, high[ask], low[ask])
         return found
 
