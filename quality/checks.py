@@ -48,10 +48,11 @@ def shares_context(pairs: pl.DataFrame) -> pl.Series:
         pl.col("chosen").list.head(pl.col("n")).explode().alias("c"), pl.col("rejected").list.head(pl.col("n")).explode().alias("r"),
     )
     field = lambda c, f: pl.col(c).struct.field(f)  # noqa: E731
-    text = lambda c: field(c, "content").str.strip_chars()  # noqa: E731
-    differs = ~(field("p", "role").eq_missing(field("c", "role")) & field("p", "role").eq_missing(field("r", "role"))
-                & text("p").eq_missing(text("c")) & text("p").eq_missing(text("r")))
-    mismatched = turns.filter(differs)["_row"].unique()
+    same_roles = field("p", "role").eq_missing(field("c", "role")) & field("p", "role").eq_missing(field("r", "role"))
+    same = lambda text: same_roles & text("p").eq_missing(text("c")) & text("p").eq_missing(text("r"))  # noqa: E731
+    # texts compared as they are first, trimmed only where they differ (trimming copies every text)
+    in_doubt = turns.filter(~same(lambda c: field(c, "content")))
+    mismatched = in_doubt.filter(~same(lambda c: field(c, "content").str.strip_chars()))["_row"].unique()
     return rows.select(pl.col("fits") & ~pl.col("_row").is_in(mismatched.implode())).to_series().alias("shares_context")
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
-from prefhouse.pipelines.core.digests import DigestSet, digests
+from prefhouse.pipelines.core.digests import DigestSet
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
 from prefhouse.quality.gx_import import import_gx
@@ -30,6 +30,8 @@ from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateCont
 
 
 CHUNK_ROWS = 500_000  # facts of one table judged together; a larger run is judged a chunk at a time
+# the expectations a gate may be: each one's verdict depends only on which values a column holds (see ``tallies``)
+VALUE_WISE = {"ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeInSet", "ExpectColumnValuesToBeBetween", "ExpectColumnValuesToBeUnique"}
 
 
 class GateError(Refused):
@@ -86,6 +88,7 @@ class Verdict:
 
 
 _context = None
+_batches: dict[str, object] = {}  # tally kind -> its batch definition in the gates' one data source
 
 
 def _gx():
@@ -95,15 +98,22 @@ def _gx():
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
         gx = import_gx()
         from great_expectations.data_context.types.base import ProgressBarsConfig
-        from great_expectations.execution_engine import pandas_execution_engine
-
-        # GX fingerprints every pandas batch below this size (an md5 over a hash of every value: half the
-        # validation time at 1M rows); our rows carry their own content ids and nothing reads the fingerprint.
-        pandas_execution_engine.HASH_THRESHOLD = 0
 
         _context = gx.get_context(mode="ephemeral")
         _context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return _context
+
+
+def _batch_definition(kind: str):
+    """The whole-dataframe batch definition every judgement loads its ``kind`` of tally through: one data source
+    and asset per process (adding or deleting one re-serialises the context's configuration, ~9 ms each time).
+    Great Expectations caches a loaded batch under its asset's batch id, which is the same for every dataframe,
+    so it keeps only the last tally of each kind."""
+    if kind not in _batches:
+        context = _gx()
+        source = context.data_sources.all().get("prefhouse-gates") or context.data_sources.add_pandas("prefhouse-gates")
+        _batches[kind] = source.add_dataframe_asset(kind).add_batch_definition_whole_dataframe(kind)
+    return _batches[kind]
 
 
 def _pandas(facts: pl.DataFrame):
@@ -112,16 +122,6 @@ def _pandas(facts: pl.DataFrame):
     call a Python function per value otherwise — and strings as pandas' own string columns."""
     ints = [c for c, t in facts.schema.items() if t.is_integer()]
     return facts.with_columns(pl.col(ints).cast(pl.Int64), pl.col(pl.Float32).cast(pl.Float64)).to_pandas()
-
-
-def _observed(result) -> str:
-    r = result.result or {}
-    if "observed_value" in r:
-        return json.dumps(r["observed_value"], default=str)
-    if "unexpected_count" in r:
-        partial = r.get("partial_unexpected_list") or []
-        return json.dumps({"unexpected_count": r["unexpected_count"], "examples": partial[:3]}, default=str)
-    return ""
 
 
 class Gatekeeper:
@@ -166,83 +166,77 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
           seen: dict[str, DigestSet] | None = None, remember: bool = False) -> Verdict:
     """Run the suite over ``facts`` (which has a ``_row`` index) and sort the failures by level.
 
+    Great Expectations judges the facts' tallies (:func:`tallies`), not every row: its verdict on a gate is the
+    one it would give over every row, and the rows holding the values it finds unexpected are the rows that
+    fail; their count and first values are the result's ``unexpected_count`` and examples.
+
     ``seen``: each unique column's values in earlier chunks of the same table; a value found there fails the
     column's uniqueness gate as a value repeated within ``facts`` would. ``remember``: add this chunk's values
     (a later chunk will be checked against them).
     """
-    ctx = _gx()
+    _gx()
     import great_expectations as gx
     from great_expectations.validator.v1_validator import Validator
 
-    name = f"{table}-{uuid.uuid4().hex[:8]}"
     expectations = {}  # gate name -> its expectation, built once for both passes
     for gate in SUITES[suite_name]:
         expectations[gate.name] = gate.make(context)
         expectations[gate.name].meta = {"gate": gate.name, "level": gate.level}
-    used = {"_row"} | {e.column for e in expectations.values()}
-    # A data source of its own, deleted after: a data source's execution engine keeps every batch it ever
-    # loaded (GX's BatchManager never evicts), so one shared source held a pandas copy of every chunk judged.
-    source = ctx.data_sources.add_pandas(name)
-    asset = source.add_dataframe_asset(name)
-    # One validator, so Great Expectations loads the batch once for both passes.
-    validator = Validator(batch_definition=asset.add_batch_definition_whole_dataframe(name),
-                          batch_parameters={"dataframe": _pandas(facts.select([c for c in facts.columns if c in used]))},
-                          result_format="BOOLEAN_ONLY")
+    unique_columns = {e.column for e in expectations.values() if _frame_of(e) == "repeats" and e.column in facts.columns}
+    repeated, earlier = _repeats(facts, unique_columns, seen, remember)
+    frames = tallies(facts, expectations, repeated)
+    # one validator a tally, so Great Expectations loads each once for both passes
+    validators = {kind: Validator(batch_definition=_batch_definition(kind), batch_parameters={"dataframe": _pandas(frame)})
+                  for kind, frame in frames.items()}
 
-    def run(gate_names: list[str]):
-        suite = gx.ExpectationSuite(name=f"{name}-{len(gate_names)}", meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
-        for gate_name in gate_names:
-            suite.add_expectation_configuration(expectations[gate_name].configuration)
-        return validator.validate_expectation_suite(suite).results
+    def run(gate_names: list[str], result_format) -> dict:
+        results = {}
+        for kind, validator in validators.items():
+            names = [g for g in gate_names if _frame_of(expectations[g]) == kind]
+            if names:
+                suite = gx.ExpectationSuite(name=f"{table}-{kind}-{len(names)}", meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
+                for gate_name in names:
+                    suite.add_expectation_configuration(expectations[gate_name].configuration)
+                validator.result_format = result_format
+                results |= {r.expectation_config.meta["gate"]: r for r in validator.validate_expectation_suite(suite).results}
+        return results
 
-    try:
-        # Pass or fail for every gate first (the cheap format); the failing rows only for gates that failed.
-        quick = run(list(expectations))
-        failed = [r.expectation_config.meta["gate"] for r in quick if not r.success]
-        validator.result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}
-        detail = {r.expectation_config.meta["gate"]: r for r in (run(failed) if failed else [])}
-    finally:
-        ctx.data_sources.delete(name)
-    results = [detail.get(r.expectation_config.meta["gate"], r) for r in quick]
-    repeats = _earlier_repeats(facts, expectations, seen, remember) if seen is not None else {}
+    # Pass or fail for every gate first (the cheap format); the unexpected values only for gates that failed.
+    quick = run(list(expectations), "BOOLEAN_ONLY")
+    failed = [g for g, r in quick.items() if not r.success]
+    detail = run(failed, {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}) if failed else {}
 
     now = datetime.now(UTC)
     failed_rows: dict[int, str] = {}
     batch_failures: list[tuple[str, str]] = []
     rows = []
-    for r in results:
-        meta = r.expectation_config.meta or {}
-        gate, level = meta.get("gate"), meta.get("level")
-        info = r.result or {}
+    for gate, expectation in expectations.items():
+        r = detail.get(gate, quick[gate])
+        level, column = expectation.meta["level"], expectation.column
         row = {
             "run_id": run_id, "table_name": table, "table_version": None, "suite": suite_name, "suite_version": SUITE_VERSION,
-            "gate": gate, "level": level, "expectation": r.expectation_config.type,
-            "column": r.expectation_config.kwargs.get("column"), "success": bool(r.success),
-            "element_count": info.get("element_count", facts.height), "unexpected_count": info.get("unexpected_count", 0 if r.success else None),
-            "observed_value": _observed(r), "validated_at": now,
+            "gate": gate, "level": level, "expectation": r.expectation_config.type, "column": column, "success": bool(r.success),
+            "element_count": facts.height, "unexpected_count": 0 if r.success else None, "observed_value": "", "validated_at": now,
         }
         rows.append(row)
-        repeated = repeats.get(gate)
-        if repeated is not None and repeated.height:  # values an earlier chunk held: unexpected here too
-            row["success"], row["unexpected_count"] = False, (row["unexpected_count"] or 0) + repeated.height
-            row["observed_value"] = json.dumps({"unexpected_count": row["unexpected_count"], "examples": repeated[row["column"]].head(3).to_list()}, default=str)
-            if level == BATCH:
-                batch_failures.append((gate, row["observed_value"]))
-                continue
-            for index in repeated["_row"].to_list():
-                failed_rows.setdefault(int(index), gate)
-        if r.success:
-            continue
         raised = [v for v in (r.exception_info or {}).values() if isinstance(v, dict) and v.get("raised_exception")]
         if raised or (r.exception_info or {}).get("raised_exception"):
             # an expectation that could not be evaluated guards nothing: refuse the batch, whatever its level
             message = raised[0].get("exception_message") if raised else r.exception_info.get("exception_message")
             batch_failures.append((gate, f"could not be evaluated: {message}"))
-        elif level == BATCH:
-            batch_failures.append((gate, _observed(r)))
+            continue
+        unexpected = [] if r.success else [_rows_holding(facts, expectation, frames[_frame_of(expectation)], r.result["unexpected_index_list"])]
+        if column in earlier and _frame_of(expectation) == "repeats":  # values an earlier chunk held: unexpected here too
+            unexpected.append(earlier[column])
+        if not unexpected or not (found := pl.concat(unexpected).unique("_row", maintain_order=True)).height:
+            continue
+        row["success"], row["unexpected_count"] = False, found.height
+        row["observed_value"] = json.dumps({"unexpected_count": found.height, "examples": found[column].head(3).to_list()}, default=str)
+        if level == BATCH:
+            batch_failures.append((gate, row["observed_value"]))
         elif level == ROW:
-            for row in info.get("unexpected_index_list") or []:
-                failed_rows.setdefault(int(row["_row"]), gate)
+            for index in found["_row"].to_list():
+                failed_rows.setdefault(int(index), gate)
     rejected = facts.join(
         pl.DataFrame({"_row": list(failed_rows), "gate": list(failed_rows.values())}, schema={"_row": pl.UInt32, "gate": pl.String}),
         on="_row", how="inner",
@@ -250,24 +244,84 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     return Verdict(table, suite_name, rejected, batch_failures, rows)
 
 
-def _earlier_repeats(facts: pl.DataFrame, expectations: dict, seen: dict[str, DigestSet], remember: bool) -> dict[str, pl.DataFrame]:
-    """For each uniqueness gate, the rows (``_row`` and the column) whose value an earlier chunk held; nulls are
-    not values here, as Great Expectations' uniqueness check ignores them."""
-    from great_expectations.expectations import ExpectColumnValuesToBeUnique
+def _frame_of(expectation) -> str:
+    """Which tally a gate is judged on: a uniqueness gate on the repeats, every other gate on the values."""
+    return "repeats" if type(expectation).__name__ == "ExpectColumnValuesToBeUnique" else "values"
 
-    repeats = {}
-    for gate, expectation in expectations.items():
-        if not isinstance(expectation, ExpectColumnValuesToBeUnique) or expectation.column not in facts.columns:
+
+def tallies(facts: pl.DataFrame, expectations: dict, repeated: dict[str, pl.Series]) -> dict[str, pl.DataFrame]:
+    """The facts pre-aggregated for Great Expectations: per column, only the values its gates can tell apart.
+
+    Every gate is a value-wise expectation (in a set, between bounds, not null, unique; never ``mostly``), so its
+    verdict over a column depends only on which values the column holds, not on how often or where:
+
+    - ``values``: each column's distinct values (a column checked only for nulls: one value and a null, if it
+      has one), its list repeated up to the longest column's length (a repeat changes no such verdict);
+    - ``repeats``: each uniqueness gate's column, the values it holds more than once (``repeated``), each
+      listed twice (padded with nulls, which a uniqueness check ignores).
+
+    A pairs chunk of 500,000 facts becomes a few thousand rows (a column of distinct floats, such as online
+    pairs' margins, is no shorter), and Great Expectations no longer factorizes every id to find none repeated.
+    """
+    distinct: dict[str, pl.Expr] = {}
+    for expectation in expectations.values():
+        name, column, c = type(expectation).__name__, expectation.column, pl.col(expectation.column)
+        if name not in VALUE_WISE or (expectation.mostly or 1) < 1:
+            raise ValueError(f"gate {expectation.meta['gate']!r}: {name} (mostly={expectation.mostly}) cannot be judged on "
+                             "tallies; gates must be value-wise expectations without 'mostly'")
+        if _frame_of(expectation) == "repeats" or column not in facts.columns:
             continue  # (a missing column: Great Expectations reports the gate as not evaluated)
-        values = facts.select("_row", expectation.column).drop_nulls(expectation.column)
-        held = seen.setdefault(expectation.column, DigestSet())
+        if name == "ExpectColumnValuesToNotBeNull" and column not in distinct:
+            distinct[column] = c.drop_nulls().head(1).append(c.filter(c.is_null()).head(1))
+        else:  # distinct values serve every value-wise gate, a not-null check too
+            distinct[column] = c.unique()
+    lists = facts.select([e.implode().alias(column) for column, e in distinct.items()])
+    values = [lists[column][0].alias(column) for column in lists.columns]
+    length = max(map(len, values), default=0)
+    frames = {"values": pl.DataFrame([
+        v.gather(np.arange(length) % len(v)) if len(v) else pl.repeat(None, length, dtype=v.dtype, eager=True).alias(v.name) for v in values
+    ]).with_row_index("_row")}
+    if any(_frame_of(e) == "repeats" for e in expectations.values()):
+        twice = [pl.concat([r, r]).alias(column) for column, r in repeated.items()]
+        length = max(map(len, twice), default=0)
+        frames["repeats"] = pl.DataFrame([r.extend_constant(None, length - len(r)) for r in twice]).with_row_index("_row")
+    return frames
+
+
+def _rows_holding(facts: pl.DataFrame, expectation, tally: pl.DataFrame, unexpected_index_list: list[dict]) -> pl.DataFrame:
+    """``_row`` and the gate's column of the facts holding the tally values Great Expectations found unexpected."""
+    column = expectation.column
+    if type(expectation).__name__ == "ExpectColumnValuesToNotBeNull":
+        return facts.filter(pl.col(column).is_null()).select("_row", column)
+    values = tally[column].gather([int(i["_row"]) for i in unexpected_index_list]).drop_nulls().unique()
+    return facts.filter(pl.col(column).is_in(values.implode())).select("_row", column)
+
+
+def _repeats(facts: pl.DataFrame, columns: set[str], seen: dict[str, DigestSet] | None, remember: bool) -> tuple[dict[str, pl.Series], dict[str, pl.DataFrame]]:
+    """For each uniqueness gate's column: the values it holds more than once (exactly: a 64-bit hash finds the
+    candidates, their texts decide), and the rows (``_row`` and the column) whose value an earlier chunk held.
+
+    ``seen`` keeps each column's values of earlier chunks as 128-bit fingerprints (two seeded polars hashes, ~40x
+    faster than decoding md5 ids; a fingerprint lives only as long as its run). Nulls are not values here, as
+    Great Expectations' uniqueness check ignores them.
+    """
+    repeated, earlier = {}, {}
+    for column in sorted(columns):
+        values = facts.select("_row", column).drop_nulls(column)
+        high = values[column].hash(seed=0)
+        candidates = values[column].filter(high.is_duplicated())
+        repeated[column] = candidates.filter(candidates.is_duplicated()).unique()
+        if seen is None:
+            continue
+        held = seen.setdefault(column, DigestSet())
         if not len(held) and not remember:
             continue
-        high, low = digests(values[expectation.column].cast(pl.String))
-        repeats[gate] = values.filter(pl.Series(held.contains(high, low))) if len(held) else values.clear()
+        high, low = high.to_numpy(), values[column].hash(seed=1).to_numpy()
+        if len(held):
+            earlier[column] = values.filter(pl.Series(held.contains(high, low)))
         if remember:
             held.add(high, low)
-    return repeats
+    return repeated, earlier
 
 
 def validation_rows(verdicts: list[Verdict], versions: dict[str, int]) -> pa.Table:

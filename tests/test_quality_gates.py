@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -132,6 +133,62 @@ PAIR_BATCH_DAMAGE = [
     (lambda df: df.with_columns(pl.lit(2, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),
     (lambda df: pl.concat([df, df.head(1).with_columns(pl.lit("another").alias("pair_id"))]), "one_pair_per_prompt_per_iteration"),
 ]
+
+
+def _every_row_with_gx(facts: pl.DataFrame, context: GateContext) -> dict[str, dict]:
+    """The pairs suite run by Great Expectations over every row of the facts (what the gates did before they judged
+    tallies): per gate, its success, counts, first unexpected values and failing rows."""
+    import great_expectations as gx
+    import pandas as pd
+    from great_expectations.validator.v1_validator import Validator
+    from prefhouse.quality.gates import _gx, _pandas
+
+    ctx = _gx()
+    source = ctx.data_sources.add_pandas("every-row")
+    try:
+        validator = Validator(batch_definition=source.add_dataframe_asset("every-row").add_batch_definition_whole_dataframe("every-row"),
+                              batch_parameters={"dataframe": _pandas(facts)},
+                              result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
+        suite = gx.ExpectationSuite(name="every-row")
+        for gate in SUITES["pairs"]:
+            expectation = gate.make(context)
+            expectation.meta = {"gate": gate.name}
+            suite.add_expectation_configuration(expectation.configuration)
+        results = validator.validate_expectation_suite(suite).results
+    finally:
+        ctx.data_sources.delete("every-row")
+    return {r.expectation_config.meta["gate"]: {
+        "success": r.success, "element_count": r.result["element_count"], "unexpected_count": r.result["unexpected_count"],
+        "examples": [str(None if pd.isna(v) else v) for v in r.result["partial_unexpected_list"][:3]],  # (pandas shows a null as NaN)
+        "rows": sorted(i["_row"] for i in r.result["unexpected_index_list"]),
+    } for r in results}
+
+
+def test_judging_tallies_records_what_great_expectations_finds_over_every_row(good: pl.DataFrame) -> None:
+    """The gates hand Great Expectations each column's distinct (or repeated) values, not every row: every gate's
+    success, element and unexpected counts and examples, and the rows rejected, are those of GX over every row."""
+    damaged = [damage(good).slice(2, 1).with_columns(pl.format("{}-{}", "pair_id", pl.lit(i)).alias("pair_id"))
+               for i, (damage, _) in enumerate(PAIR_ROW_DAMAGE) if not damage(good)["pair_id"][2] is None]
+    pairs = pl.concat([good, *damaged, good.slice(0, 2), set_row(good, 3, "pair_id", None).slice(3, 1)], how="vertical_relaxed")
+    pairs = pairs.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit(2, pl.Int32)).otherwise("iteration").alias("iteration"))
+    facts = pair_facts(pairs).with_row_index("_row")
+    context = GateContext((1,), ("online",))
+    reference = _every_row_with_gx(facts, context)
+    verdict = judge("pairs", "pairs", facts, context, "test")
+    failed = {g for g, r in reference.items() if not r["success"]}
+    assert failed >= {g for _, g in PAIR_ROW_DAMAGE} | {"pair_id_unique", "one_pair_per_prompt_per_iteration", "iteration_partition_matches_run"}
+    for row in verdict.results:
+        expected = reference[row["gate"]]
+        assert (row["success"], row["element_count"], row["unexpected_count"]) == (expected["success"], expected["element_count"], expected["unexpected_count"]), row["gate"]
+        if not row["success"]:
+            assert [str(v) for v in json.loads(row["observed_value"])["examples"]] == expected["examples"], row["gate"]
+    first_failed = {}
+    for gate in SUITES["pairs"]:
+        if gate.level == "row":
+            for index in reference[gate.name]["rows"]:
+                first_failed.setdefault(index, gate.name)
+    assert dict(verdict.rejected.select("_row", "gate").iter_rows()) == first_failed
+    assert {g for g, _ in verdict.batch_failures} == {g.name for g in SUITES["pairs"] if g.level == "batch" and g.name in failed}
 
 
 @pytest.mark.parametrize(("damage", "gate"), PAIR_BATCH_DAMAGE, ids=[g for _, g in PAIR_BATCH_DAMAGE])
@@ -355,15 +412,21 @@ def test_gates_judged_in_chunks_record_what_one_judgement_records(curated_lake: 
     assert chunked.batch_failures == whole.batch_failures == []
 
 
-def test_great_expectations_keeps_no_batch_after_a_judgement(curated_lake: Lake) -> None:
-    """Each judgement's data source is deleted with it: a GX data source's execution engine caches every batch it
-    loads and never evicts one, so a shared one kept a pandas copy of every chunk a run judged (memory grew with the input)."""
+def test_great_expectations_keeps_only_the_last_tally_of_each_kind(curated_lake: Lake) -> None:
+    """A GX data source's execution engine caches every batch it loads and never evicts one; the gates load every
+    judgement's tallies under the same batch ids, so the cache holds the last tally of each kind, not one per judgement
+    (memory would grow with the input)."""
     from prefhouse.quality.gates import _gx
 
-    for _ in range(2):
-        judge(S.PAIRS, "pairs", pair_facts(good_pairs(curated_lake)).with_row_index("_row"), GateContext((0,), ("ultrafeedback",)), "test")
-    cached = [len(source.get_execution_engine().batch_manager.batch_data_cache) for source in _gx().data_sources.all().values()]
-    assert sum(cached) == 0
+    def cached() -> int:
+        return sum(len(source.get_execution_engine().batch_manager.batch_data_cache) for source in _gx().data_sources.all().values())
+
+    pairs = good_pairs(curated_lake)
+    judge(S.PAIRS, "pairs", pair_facts(pairs).with_row_index("_row"), GateContext((0,), ("ultrafeedback",)), "test")
+    after_one = cached()
+    for n in (3, 4, 5):
+        judge(S.PAIRS, "pairs", pair_facts(pairs.head(n)).with_row_index("_row"), GateContext((0,), ("ultrafeedback",)), "test")
+    assert cached() == after_one == 2  # the values and the repeats
 
 
 def test_a_duplicate_in_another_chunk_fails_its_uniqueness_gate(curated_lake: Lake) -> None:
