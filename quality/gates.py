@@ -6,9 +6,13 @@ the keys to drop and quarantine, with the gate's name; batch-level failures rais
 naming every failed gate, and the writer commits nothing. Every result, pass or fail, becomes a row of
 the ``validations`` table: one per gate and table, however the facts were judged.
 
+Great Expectations validates the facts pre-aggregated (:func:`tallies`: each column's distinct values, a
+uniqueness gate's repeated values), which gives every gate the verdict it has over every row at a fraction
+of the cost; the rows holding the values it rejects are found again in the facts.
+
 Facts are judged in chunks of about :data:`CHUNK_ROWS` rows, as they arrive, so a run's memory is
 bounded by the chunk and not by its input; a uniqueness gate also checks each chunk's values against
-those of the chunks before it (kept as 16-byte digests), so a duplicate is caught wherever its copies
+those of the chunks before it (kept as 16-byte fingerprints), so a duplicate is caught wherever its copies
 fell. The chunks' results are merged into one result per gate (counts summed).
 """
 
@@ -29,7 +33,10 @@ from prefhouse.quality.gx_import import import_gx
 from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
 
 
-CHUNK_ROWS = 500_000  # facts of one table judged together; a larger run is judged a chunk at a time
+# Facts of one table judged together; a larger run is judged a chunk at a time. Measured on 1M raw rows' curation:
+# peak RSS 1,247 MB at this size, 1,072 MB at 500,000 facts, and 1,284-1,334 MB at 500,000 when GX got a pandas copy
+# of every row; each chunk judged costs ~0.1 s of GX's own work, whatever its size.
+CHUNK_ROWS = 1_000_000
 # the expectations a gate may be: each one's verdict depends only on which values a column holds (see ``tallies``)
 VALUE_WISE = {"ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeInSet", "ExpectColumnValuesToBeBetween", "ExpectColumnValuesToBeUnique"}
 
@@ -309,8 +316,11 @@ def _repeats(facts: pl.DataFrame, columns: set[str], seen: dict[str, DigestSet] 
     for column in sorted(columns):
         values = facts.select("_row", column).drop_nulls(column)
         high = values[column].hash(seed=0)
-        candidates = values[column].filter(high.is_duplicated())
-        repeated[column] = candidates.filter(candidates.is_duplicated()).unique()
+        if high.n_unique() == len(high):  # (the usual answer: counting distinct hashes is 4x faster than marking repeats)
+            repeated[column] = values[column].clear()
+        else:
+            candidates = values[column].filter(high.is_duplicated())
+            repeated[column] = candidates.filter(candidates.is_duplicated()).unique()
         if seen is None:
             continue
         held = seen.setdefault(column, DigestSet())
