@@ -272,7 +272,7 @@ def tallies(facts: pl.DataFrame, expectations: dict, repeated: dict[str, pl.Seri
     - ``repeats``: each uniqueness gate's column, the values it holds more than once (``repeated``), each
       listed twice (padded with nulls, which a uniqueness check ignores).
 
-    A pairs chunk of 500,000 facts becomes a few thousand rows (a column of distinct floats, such as online
+    A chunk of a million pairs' facts becomes a few thousand rows (a column of distinct floats, such as online
     pairs' margins, is no shorter), and Great Expectations no longer factorizes every id to find none repeated.
     """
     distinct: dict[str, pl.Expr] = {}

@@ -3,8 +3,9 @@
 Curation remembers every pair id and prompt key it staged, so that a later batch does not stage them
 again, and the quality gates remember every value a uniqueness gate has seen, so that a duplicate in a
 later chunk of facts is caught. As Python strings in a set that is about 110 bytes an id and grows with
-the input; here an id is its 128-bit digest (a pair id *is* an md5 digest, in hex; any other key is
-md5-hashed), kept as two uint64 columns in sorted runs. A lookup is a binary search per run (a hash pass
+the input; here an id is a 128-bit digest (curation's: the id itself, a pair id *is* an md5 digest in hex,
+any other key md5-hashed, :func:`digests`; the gates': two seeded polars hashes of the value, which live only
+as long as the run), kept as two uint64 columns in sorted runs. A lookup is a binary search per run (a hash pass
 over the high halves first, when many are asked at once); runs are merged as they grow (a log-structured
 merge), so a set of n ids has O(log n) runs.
 """
