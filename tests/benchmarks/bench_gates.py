@@ -72,7 +72,7 @@ def main() -> None:
     print(f"(b) gate: derive facts (polars)                 : {facts_s:7.2f} s")
     print(f"    gate: Great Expectations suite               : {judge_s:7.2f} s")
     print(f"overhead of the gate over the write: {gate_s / write_s:.0%} (target <= 30%)")
-    print(f"judged in {-(-args.pairs // CHUNK_ROWS)} chunk(s) of up to {CHUNK_ROWS:,} facts")
+    print(f"judged in {-(-args.pairs // CHUNK_ROWS)} chunk(s) of about {CHUNK_ROWS:,} facts")
 
 
 if __name__ == "__main__":
