@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from prefhouse.pipelines.core.digests import DigestSet
+from prefhouse.pipelines.core.digests import DigestSet, digests
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
 from prefhouse.quality.gx_import import import_gx
@@ -313,25 +313,22 @@ def _repeats(facts: pl.DataFrame, columns: set[str], seen: dict[str, DigestSet] 
     """For each uniqueness gate's column: the values it holds more than once (exactly: a 64-bit hash finds the
     candidates, their texts decide), and the rows (``_row`` and the column) whose value an earlier chunk held.
 
-    ``seen`` keeps each column's values of earlier chunks as 128-bit fingerprints (two seeded polars hashes, ~40x
-    faster than decoding md5 ids; a fingerprint lives only as long as its run). Nulls are not values here, as
-    Great Expectations' uniqueness check ignores them.
+    ``seen`` keeps each column's values of earlier chunks as 128-bit fingerprints (:func:`digests`). Nulls are not
+    values here, as Great Expectations' uniqueness check ignores them.
     """
     repeated, earlier = {}, {}
     for column in sorted(columns):
         values = facts.select("_row", column).drop_nulls(column)
-        high = values[column].hash(seed=0)
-        if high.n_unique() == len(high):  # (the usual answer: counting distinct hashes is 4x faster than marking repeats)
+        high, low = digests(values[column])
+        hashes = pl.Series(high)
+        if hashes.n_unique() == len(hashes):  # (the usual answer: counting distinct hashes is 4x faster than marking repeats)
             repeated[column] = values[column].clear()
         else:
-            candidates = values[column].filter(high.is_duplicated())
+            candidates = values[column].filter(hashes.is_duplicated())
             repeated[column] = candidates.filter(candidates.is_duplicated()).unique()
         if seen is None:
             continue
         held = seen.setdefault(column, DigestSet())
-        if not len(held) and not remember:
-            continue
-        high, low = high.to_numpy(), values[column].hash(seed=1).to_numpy()
         if len(held):
             earlier[column] = values.filter(pl.Series(held.contains(high, low)))
         if remember:

@@ -122,8 +122,8 @@ def test_content_ids_trim_each_text_and_normalise_unicode_but_keep_inner_whitesp
 
 
 def test_a_digest_set_holds_exactly_the_ids_added() -> None:
-    """Ids as 128-bit digests in sorted runs: every id added is found after runs merge, no other is (not even one
-    sharing its high 64 bits), and keys that are not md5 hex digests (a null among them) are hashed first."""
+    """Ids as 128-bit fingerprints in sorted runs: every id added is found after runs merge, no other is (not even
+    one sharing its high 64 bits), and a null is a key of its own."""
     import hashlib
 
     import numpy as np
@@ -138,8 +138,8 @@ def test_a_digest_set_holds_exactly_the_ids_added() -> None:
     assert held.contains(*digests(ids)).tolist() == [i < 3000 for i in range(5000)]  # many asked: hashed first
     assert held.contains(*digests(ids[2990:3010])).tolist() == [i < 3000 for i in range(2990, 3010)]  # a few: searched
     assert held.contains(*digests(ids.gather([2999, 0, 4999, 2, 5] * 4))).tolist() == [True, True, False, True, True] * 4
-    high, low = digests(ids[:1])
-    assert (f"{int(high[0]):016x}{int(low[0]):016x}") == ids[0]  # a content id is its own digest
+    high, low = digests(ids[:2])
+    assert (high[0], low[0]) != (high[1], low[1]) and high[0] != low[0]  # two seeds, two different hashes
     twins = DigestSet()
     twins.add(np.array([7, 7, 9], np.uint64), np.array([1, 3, 1], np.uint64))
     assert twins.contains(np.array([7, 7, 7, 9, 8], np.uint64), np.array([1, 2, 3, 2, 1], np.uint64)).tolist() == [True, False, True, False, False]

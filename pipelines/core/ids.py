@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 
 import duckdb
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -63,13 +62,6 @@ def _hashed(texts: pl.Series, select: str) -> pa.Table:
 def md5_hex(texts: pl.Series) -> pl.Series:
     """md5 hex digest of the NFC form of each string, vectorised in DuckDB (order preserved)."""
     return pl.from_arrow(_hashed(texts, "SELECT md5(nfc_normalize(t)) AS h").column("h")).alias(texts.name)
-
-
-def md5_halves(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The md5 digest of each text's UTF-8 bytes as its (high, low) uint64 halves, vectorised in DuckDB; a key, not an id:
-    no normalisation, and a null hashes as its own value ("v" + text for a text, "n" for a null)."""
-    out = _hashed(texts, "SELECT md5_number_upper(coalesce('v' || t, 'n')) AS h, md5_number_lower(coalesce('v' || t, 'n')) AS l")
-    return out.column("h").to_numpy(), out.column("l").to_numpy()
 
 
 def with_md5(df: pl.DataFrame, name: str, *parts: pl.Expr, repeated: bool = False) -> pl.DataFrame:
