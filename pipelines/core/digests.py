@@ -19,7 +19,7 @@ def digests(keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     (a null has one of its own). Two different keys share one with a chance of about 2^-128, as two texts share an
     md5; the hashes are not stable across polars versions, so a fingerprint lives only as long as its run (the
     lake's ids are md5 digests, :mod:`pipelines.core.ids`). Measured: 0.005 s per 500,000 pair ids, where
-    decoding their md5 hex took 0.055 s and md5-hashing a prompt key ~10x that."""
+    decoding their md5 hex took 0.055 s; in 1M-row curation 1.6 s went to digests, 1.3 s of it md5-hashing prompt keys."""
     return keys.hash(seed=0).to_numpy(), keys.hash(seed=1).to_numpy()
 
 
