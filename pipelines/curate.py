@@ -37,6 +37,7 @@ from prefhouse.pipelines.sources.reading import (
     InputReport,
     RawBatch,
     check_local,
+    read_ahead,
     read_files,
     read_hub,
     regroup,
@@ -172,8 +173,8 @@ def _stage_raw(ctx: SourceRun, batch: RawBatch) -> pa.Table:
     """The batch with its ingest columns; the rows the lake lacks are staged for the bronze table."""
     n, now = batch.table.num_rows, ctx.run.started_at
     ingest = {
-        "_raw_key": batch.keys, "_split": pa.array([batch.split] * n), "_source_file": pa.array([batch.source_file] * n),
-        "_run_id": pa.array([ctx.run.run_id] * n), "_ingested_at": pa.array([now] * n, S.TIMESTAMP),
+        "_raw_key": batch.keys, "_split": pa.repeat(batch.split, n), "_source_file": pa.repeat(batch.source_file, n),
+        "_run_id": pa.repeat(ctx.run.run_id, n), "_ingested_at": pa.repeat(pa.scalar(now, S.TIMESTAMP), n),
     }
     raw = batch.table
     for name, values in ingest.items():
@@ -210,6 +211,11 @@ def _count_rows(summary: SourceSummary, raw_keys: pl.DataFrame, kept: pl.DataFra
         summary.row_rules[(o, r)] += c
 
 
+def _stage(ctx: SourceRun, table: str, rows: pl.DataFrame, schema: pa.Schema, partition_by: list[str]) -> None:
+    """Stage the table's columns of ``rows``: only those are converted to Arrow (the others can hold most of the text)."""
+    ctx.stage.add(table, rows.select(schema.names).to_arrow(), schema, partition_by)
+
+
 def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> None:
     """Ids for the kept pairs; every new copy staged for ``pair_sources``, each pair's first copy for ``pairs``."""
     kept = with_md5(kept, "prompt_id", messages_key(pl.col("prompt")), repeated=True)
@@ -222,13 +228,13 @@ def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> None:
     new_copies = kept.filter(ctx.seen.copy_ids.new(kept["copy_id"]))
     ctx.summary.pairs_new += int(first_copy.sum())
     ctx.summary.pairs_duplicate += kept.height - int(first_copy.sum())
-    ctx.stage.add(S.PAIR_SOURCES, new_copies.to_arrow(), S.PAIR_SOURCE_SCHEMA, ["source"])
+    _stage(ctx, S.PAIR_SOURCES, new_copies, S.PAIR_SOURCE_SCHEMA, ["source"])
     score_kind = ctx.adapter.score_kind if kept["chosen_score"].is_not_null().any() else None
     pairs = kept.filter(pl.col("is_first_copy")).with_columns(
         pl.lit(score_kind, pl.String).alias("score_kind"), pl.lit("offline").alias("origin"), pl.lit(0, pl.Int32).alias("iteration"),
         pl.lit(None, pl.String).alias("reward_model_id"), pl.lit(None, pl.String).alias("policy_model_id"),
     )
-    ctx.stage.add(S.PAIRS, pairs.to_arrow(), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
+    _stage(ctx, S.PAIRS, pairs, S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
     ctx.gates.observe(S.PAIRS, "pairs", pair_facts(pairs))
 
 
@@ -250,7 +256,7 @@ def _stage_prompts(ctx: SourceRun, row_prompts: pl.DataFrame) -> None:
         ctx.provenance["run_id"].alias("run_id"), ctx.provenance["created_at"].alias("created_at"),
     )
     ctx.summary.prompts_new += prompts.height
-    ctx.stage.add(S.PROMPTS, prompts.to_arrow(), S.PROMPT_SCHEMA, ["source"])
+    _stage(ctx, S.PROMPTS, prompts, S.PROMPT_SCHEMA, ["source"])
     ctx.gates.observe(S.PROMPTS, "prompts", prompt_facts(prompts))
 
 
@@ -297,7 +303,7 @@ def _stage_rejects(ctx: SourceRun, rejected: pl.DataFrame) -> None:
         pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
     )
     q = q.filter(ctx.seen.quarantine_ids.new(q["quarantine_id"]))
-    ctx.stage.add(S.QUARANTINE, q.to_arrow(), S.QUARANTINE_SCHEMA, ["source"])
+    _stage(ctx, S.QUARANTINE, q, S.QUARANTINE_SCHEMA, ["source"])
 
 
 def iter_batches(adapter: Adapter, data_dir: Path | None, files: list[Path] | None, report: InputReport, revision: str | None = None):
@@ -346,7 +352,7 @@ def curate(
                     revision = resolve_revision(adapter.hub_id, adapter.hub_revision) if hub else adapter.hub_revision
                     bar = tqdm(desc=f"curate {adapter.name}", unit=" rows", disable=not progress, leave=False)
                     ctx = SourceRun(adapter, lake, seen, stage, gates, run, summary, revision)
-                    for batch in iter_batches(adapter, data_dir, files[adapter.name], report, revision):
+                    for batch in read_ahead(iter_batches(adapter, data_dir, files[adapter.name], report, revision)):
                         process_batch(ctx, batch)
                         bar.update(batch.table.num_rows)
                     bar.close()

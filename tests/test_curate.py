@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import prefhouse.pipelines.curate as curate_module
@@ -21,6 +22,7 @@ from prefhouse.pipelines.sources.reading import (
     InputReport,
     MissingColumnError,
     RawBatch,
+    read_ahead,
     read_hub,
     regroup,
 )
@@ -91,6 +93,26 @@ def test_crash_mid_run_leaves_no_partial_data(lake: Lake, monkeypatch: pytest.Mo
     curate(["hh_rlhf", "shp", "helpsteer"], fresh, SAMPLES, progress=False)
     ids = lambda lk: sorted(lk.read(S.PAIRS, columns=["pair_id"]).column("pair_id").to_pylist())  # noqa: E731
     assert ids(lake) == ids(fresh)
+
+
+def test_read_ahead_reads_the_next_batch_while_the_last_is_worked_on() -> None:
+    """The same batches in the same order; the next is already being read when the caller gets one; a read
+    error is raised where its batch is asked for, after the batches before it."""
+    started = [threading.Event() for _ in range(3)]
+
+    def batches():
+        for i in range(3):
+            started[i].set()
+            if i == 2:
+                raise OSError("truncated file")
+            yield i
+
+    got = []
+    with pytest.raises(OSError, match="truncated file"):
+        for b in read_ahead(batches()):
+            assert started[b + 1].wait(10), f"batch {b + 1} was not read ahead"
+            got.append(b)
+    assert got == [0, 1]
 
 
 def test_non_contiguous_groups_are_an_error() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import multiprocessing
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
+from prefhouse.pipelines.core import lake as lake_module
 from prefhouse.pipelines.core.lake import Lake, LakeError, staging
 
 SCHEMA = pa.schema([("id", pa.string()), ("part", pa.string()), ("x", pa.int64())])
@@ -71,6 +73,38 @@ def test_staging_commits_each_table_once_and_streams(lake: Lake) -> None:
     assert versions == {"t": 0}  # one commit for five batches; nothing for an empty table
     assert lake.read("t").num_rows == 10
     assert not lake.exists("empty")
+
+
+def test_staged_rows_are_written_in_order_and_a_failed_write_stops_the_commit(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes run on the staging's writer thread: rows keep the order they were added in, a file rolls over at
+    ROWS_PER_FILE, and a write that fails there is raised in the caller, leaving nothing in the lake or the table's folder."""
+    monkeypatch.setattr(lake_module, "ROWS_PER_FILE", 4)
+    monkeypatch.setattr(lake_module, "QUEUED_BYTES", 0)  # add() waits for each write: the failure below is raised by add
+    with staging(lake) as stage:
+        for i in range(5):
+            stage.add("t", rows([f"{i}a", f"{i}b"]), SCHEMA)
+        assert stage.read_staged("t", ["id"]).column("id").to_pylist() == [f"{i}{c}" for i in range(5) for c in "ab"]
+        assert len(stage.tables["t"].done) == 3  # 4 + 4 + 2 rows
+        stage.commit()
+    assert lake.read("t").column("id").to_pylist() == [f"{i}{c}" for i in range(5) for c in "ab"]
+
+    real = lake_module._DataFile.write
+
+    def fail_third(self, table):
+        fail_third.calls += 1
+        if fail_third.calls == 3:
+            raise OSError("disk full")
+        return real(self, table)
+
+    fail_third.calls = 0
+    monkeypatch.setattr(lake_module._DataFile, "write", fail_third)
+    with pytest.raises(OSError, match="disk full"):
+        with staging(lake) as stage:
+            for i in range(5):
+                stage.add("u", rows([f"{i}a"]), SCHEMA)
+            stage.commit()
+    assert fail_third.calls == 3 and not lake.exists("u")
+    assert not list((Path(lake.uri) / "u").rglob("*.parquet"))
 
 
 def test_abandoned_staging_leaves_nothing(lake: Lake) -> None:

@@ -21,6 +21,7 @@ GROUP = "\x1d"  # separates fields of a composite id
 ASCII_SPACE = (" ", "\t", "\n", "\r", "\x0b", "\x0c")
 
 _local = threading.local()
+MIN_BATCH_ROWS = 2048  # DuckDB's vector size: fewer rows than this are not worth a thread of their own
 
 
 def _duckdb() -> duckdb.DuckDBPyConnection:
@@ -29,6 +30,7 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     if con is None:
         con = _local.con = duckdb.connect(":memory:")
         con.execute("SET preserve_insertion_order = true")
+        _local.threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
     return con
 
 
@@ -50,9 +52,16 @@ def messages_key(expr: pl.Expr) -> pl.Expr:
 
 def _hashed(texts: pl.Series, select: str) -> pa.Table:
     """``select`` (over column ``t``) run by DuckDB on the texts, handed over as Arrow string views, which polars
-    exports without copying the text and DuckDB reads as is; rows keep their order."""
+    exports without copying the text and DuckDB reads as is; rows keep their order.
+
+    The texts go in as two record batches per DuckDB thread: DuckDB scans one Arrow record batch per thread,
+    so a single batch is hashed on one core (measured on 2 cores: 13 MB of text in 27 ms as one batch, 15 ms as four).
+    """
     con = _duckdb()
-    con.register("hash_input", pa.table({"t": texts.to_arrow(compat_level=pl.CompatLevel.newest())}))
+    column = texts.to_arrow(compat_level=pl.CompatLevel.newest())
+    step = max(MIN_BATCH_ROWS, -(-len(column) // (2 * _local.threads)))
+    batches = [pa.record_batch({"t": column.slice(start, step)}) for start in range(0, len(column), step)]
+    con.register("hash_input", pa.Table.from_batches(batches, pa.schema([("t", column.type)])))
     try:
         return con.sql(f"{select} FROM hash_input").to_arrow_table()
     finally:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import json
 import os
 import tempfile
@@ -353,6 +355,7 @@ class _DataFile:
     writer: pq.ParquetWriter
     partition_values: dict[str, str | None]
     rows: int = 0
+    queued: int = 0  # rows handed to the staging's writer thread, written or not yet
     nulls: dict[str, int] = field(default_factory=dict)
     mins: dict[str, object] = field(default_factory=dict)
     maxs: dict[str, object] = field(default_factory=dict)
@@ -384,6 +387,7 @@ STAGING_TOKEN_KEY = "prefhouse.staging"  # commit metadata: which staging wrote 
 LANDED_LOOKBACK = 20  # commits of a table searched for a staging's own after a failed commit
 STATS_MAX_CHARS = 64  # longer strings get no min/max in the log (exact values only, never truncated)
 ROWS_PER_FILE = 1_000_000
+QUEUED_BYTES = 64 << 20  # Arrow data handed to a staging's writer thread and not yet written: add() waits above it
 
 
 BLOOM_FPP = 0.05  # a Bloom filter's false-positive rate: ~8 bits a value
@@ -516,6 +520,8 @@ class Staging:
         self.local = _is_local(lake.uri)
         self.tables: dict[str, _StagedTable] = {}
         self.token = uuid.uuid4().hex[:12]
+        self._writer: ThreadPoolExecutor | None = None
+        self._queued: deque[tuple[Future, int]] = deque()  # writes in order, with their Arrow bytes
 
     @property
     def rows(self) -> dict[str, int]:
@@ -543,10 +549,33 @@ class Staging:
                 bloom = {c: {"ndv": bloom_ndv(part.num_rows), "fpp": BLOOM_FPP} for c in bloom_columns(staged.file_schema)}
                 writer = pq.ParquetWriter(str(staged.root / relative), staged.file_schema, compression="snappy", bloom_filter_options=bloom or None)
                 data_file = staged.files[key] = _DataFile(relative, writer, values)
-            data_file.write(part.drop_columns(staged.split_by))
-            if data_file.rows >= ROWS_PER_FILE:
-                data_file.writer.close()
+            data_file.queued += part.num_rows
+            self._write(data_file.write, part.drop_columns(staged.split_by))
+            if data_file.queued >= ROWS_PER_FILE:
+                self._write(data_file.writer.close)
                 staged.done.append(staged.files.pop(key))
+
+    def _write(self, step, rows: pa.Table | None = None) -> None:
+        """Run ``step(rows)`` on the staging's one writer thread, after every step handed to it before.
+
+        Encoding and compressing Parquet (pyarrow, without the GIL) then overlaps the caller's work on the next
+        batch, which leaves a core idle much of the time; a failed write is raised by the next ``add`` or by
+        whatever reads, commits or discards the staged files (all of which wait for the writes first).
+        """
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefhouse-staging")
+        size = 0 if rows is None else rows.nbytes
+        self._queued.append((self._writer.submit(step) if rows is None else self._writer.submit(step, rows), size))
+        queued = sum(n for _, n in self._queued)
+        while self._queued and (queued > QUEUED_BYTES or self._queued[0][0].done()):
+            future, n = self._queued.popleft()
+            future.result()
+            queued -= n
+
+    def _wait(self) -> None:
+        """Every write handed to the writer thread done; the first that failed raised."""
+        while self._queued:
+            self._queued.popleft()[0].result()
 
     @staticmethod
     def _split(rows: pa.Table, partition_by: list[str]) -> Iterator[tuple[dict[str, str | None], pa.Table]]:
@@ -603,6 +632,7 @@ class Staging:
         return pa.concat_tables(parts) if parts else pa.schema([staged.schema.field(c) for c in columns]).empty_table()
 
     def _close(self) -> None:
+        self._wait()
         for staged in self.tables.values():
             for data_file in staged.files.values():
                 data_file.writer.close()
@@ -674,8 +704,19 @@ class Staging:
             return None
 
     def discard(self) -> None:
-        """Delete the data files of anything not committed (after an error)."""
-        self._close()
+        """Delete the data files of anything not committed (after an error); stop the writer thread."""
+        with contextlib.suppress(Exception):  # a failed write was raised where it happened, or is moot now
+            self._wait()
+        self._queued.clear()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        for staged in self.tables.values():
+            for data_file in staged.files.values():
+                with contextlib.suppress(Exception):
+                    data_file.writer.close()
+            staged.done.extend(staged.files.values())
+            staged.files.clear()
         for staged in self.tables.values():
             for data_file in staged.done:
                 with contextlib.suppress(OSError):

@@ -72,7 +72,7 @@ def append_turn(prompts: pl.Series, replies: pl.Series, role: str) -> pl.Series:
     values = lists.values
     fields = list(values.type)
     turn = pa.StructArray.from_arrays(
-        [pa.array(np.full(n, role, dtype=object), fields[0].type), text.cast(fields[1].type)], fields=fields
+        [pa.repeat(pa.scalar(role, fields[0].type), n), text.cast(fields[1].type)], fields=fields
     )
     new_offsets = offsets - offsets[0] + np.arange(n + 1)
     reply_at = new_offsets[1:] - 1

@@ -28,6 +28,7 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,6 +259,20 @@ def _cast_problem(record: dict, schema: pa.Schema) -> str | None:
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             return f"column {f.name!r} is not {f.type}: {str(record[f.name])[:80]!r} ({exc})"
     return None
+
+
+def read_ahead(batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
+    """The same batches, each next one read on a thread while the caller works on the one before.
+
+    Reading (Arrow's JSON and Parquet readers, without the GIL) then overlaps curating, which leaves a core idle
+    much of the time; memory holds one batch more. An error reading is raised where that batch is asked for.
+    """
+    end = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefhouse-read") as reader:
+        coming = reader.submit(next, batches, end)
+        while (batch := coming.result()) is not end:
+            coming = reader.submit(next, batches, end)
+            yield batch
 
 
 def _gathered(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
