@@ -29,7 +29,7 @@ import pyarrow as pa
 from prefhouse.pipelines.core.digests import DigestSet, digests
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
-from prefhouse.quality.gx_import import import_gx
+from prefhouse.quality.gx_import import import_gx, import_gx_in_background
 from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
 
 
@@ -140,6 +140,7 @@ class Gatekeeper:
     """Collects facts per table while a run stages rows; judges them a chunk at a time; one verdict per table."""
 
     def __init__(self, context: GateContext, run_id: str, chunk_rows: int = CHUNK_ROWS):
+        import_gx_in_background()  # judged later in the run: the import overlaps the staging
         self.context = context
         self.run_id = run_id
         self.chunk_rows = chunk_rows
