@@ -26,8 +26,10 @@ def test_every_named_query_runs(curated_lake: Lake) -> None:
 
 
 def test_table1_matches_polars_on_the_same_snapshot(curated_lake: Lake) -> None:
-    t1 = pl.from_arrow(run_query(curated_lake, "table1")).filter(pl.col("source") != "TOTAL")
+    table = pl.from_arrow(run_query(curated_lake, "table1"))
+    t1, total = table.filter(pl.col("source") != "TOTAL"), table.filter(pl.col("source") == "TOTAL")
     pairs = pl.scan_delta(curated_lake.table_uri("pairs")).collect()  # polars reads the lake directly
+    assert table["source"][-1] == "TOTAL" and total.select("n_prompts", "n_pairs").row(0) == (pairs["prompt_id"].n_unique(), pairs.height)
     expected = (
         pairs.group_by("source")
         .agg(
