@@ -18,8 +18,10 @@ fell. The chunks' results are merged into one result per gate (counts summed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,7 +31,7 @@ import pyarrow as pa
 from prefhouse.pipelines.core.digests import DigestSet, digests
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
-from prefhouse.quality.gx_import import import_gx, import_gx_in_background
+from prefhouse.quality.gx_import import import_gx
 from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
 
 
@@ -96,24 +98,62 @@ class Verdict:
 
 _context = None
 _batches: dict[str, object] = {}  # tally kind -> its batch definition in the gates' one data source
+_lock = threading.RLock()  # GX's context is not thread-safe: it is built, warmed up and used under this lock
+_warm_up: threading.Thread | None = None
+_warm_up_guard = threading.Lock()
+
+
+def warm_up_in_background() -> threading.Thread:
+    """Import Great Expectations, build the context and validate a tiny tally of each kind, on a thread, once per process.
+
+    For a run that will judge later: the import is ~1.5 s of a cold curation and a process's first validation
+    ~0.1 s more than the ones after it; on a thread both overlap the run's reading and staging, which leave a core
+    idle much of the time. Whatever uses GX meanwhile waits for the warm-up (:data:`_lock`); a warm-up that failed
+    leaves the work, and the error, to the first real use. Returns the warm-up's thread (started by the first call).
+    """
+    global _warm_up
+    with _warm_up_guard:
+        if _warm_up is None:
+            _warm_up = threading.Thread(target=_validate_tiny_tallies, name="prefhouse-gx-warm-up", daemon=True)
+            _warm_up.start()
+        return _warm_up
+
+
+def _validate_tiny_tallies() -> None:
+    with contextlib.suppress(Exception), _lock:
+        gx = import_gx()
+        from great_expectations.validator.v1_validator import Validator
+
+        e = gx.expectations
+        suite = gx.ExpectationSuite(name="prefhouse-warm-up")
+        for expectation in (e.ExpectColumnValuesToBeInSet(column="s", value_set=["x"]), e.ExpectColumnValuesToBeBetween(column="n", min_value=0, max_value=1),
+                            e.ExpectColumnValuesToNotBeNull(column="n"), e.ExpectColumnValuesToBeUnique(column="s")):
+            suite.add_expectation_configuration(expectation.configuration)
+        tally = _pandas(pl.DataFrame({"n": [1, 2, None], "s": ["x", "y", "x"]}))
+        for kind in ("values", "repeats"):
+            validator = Validator(batch_definition=_batch_definition(kind), batch_parameters={"dataframe": tally})
+            for result_format in ("BOOLEAN_ONLY", {"result_format": "COMPLETE", "unexpected_index_column_names": ["n"]}):
+                validator.result_format = result_format
+                validator.validate_expectation_suite(suite)
 
 
 def _gx():
     """One ephemeral Great Expectations context per process (it costs seconds to build), no progress bars."""
     global _context
-    if _context is None:
-        logging.getLogger("great_expectations").setLevel(logging.ERROR)
-        gx = import_gx()
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-        from great_expectations.execution_engine import pandas_execution_engine
+    with _lock:
+        if _context is None:
+            logging.getLogger("great_expectations").setLevel(logging.ERROR)
+            gx = import_gx()
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+            from great_expectations.execution_engine import pandas_execution_engine
 
-        # GX fingerprints every pandas batch below this size (an md5 over a hash of every value); nothing reads the
-        # fingerprint, and where tallies stay long (1M distinct margins: measured 0.64 s a judgement) it is a third of the time.
-        pandas_execution_engine.HASH_THRESHOLD = 0
+            # GX fingerprints every pandas batch below this size (an md5 over a hash of every value); nothing reads the
+            # fingerprint, and where tallies stay long (1M distinct margins: measured 0.64 s a judgement) it is a third of the time.
+            pandas_execution_engine.HASH_THRESHOLD = 0
 
-        _context = gx.get_context(mode="ephemeral")
-        _context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return _context
+            _context = gx.get_context(mode="ephemeral")
+            _context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        return _context
 
 
 def _batch_definition(kind: str):
@@ -121,11 +161,12 @@ def _batch_definition(kind: str):
     and asset per process (adding or deleting one re-serialises the context's configuration, ~9 ms each time).
     Great Expectations caches a loaded batch under its asset's batch id, which is the same for every dataframe,
     so it keeps only the last tally of each kind."""
-    if kind not in _batches:
-        context = _gx()
-        source = context.data_sources.all().get("prefhouse-gates") or context.data_sources.add_pandas("prefhouse-gates")
-        _batches[kind] = source.add_dataframe_asset(kind).add_batch_definition_whole_dataframe(kind)
-    return _batches[kind]
+    with _lock:
+        if kind not in _batches:
+            context = _gx()
+            source = context.data_sources.all().get("prefhouse-gates") or context.data_sources.add_pandas("prefhouse-gates")
+            _batches[kind] = source.add_dataframe_asset(kind).add_batch_definition_whole_dataframe(kind)
+        return _batches[kind]
 
 
 def _pandas(facts: pl.DataFrame):
@@ -140,7 +181,7 @@ class Gatekeeper:
     """Collects facts per table while a run stages rows; judges them a chunk at a time; one verdict per table."""
 
     def __init__(self, context: GateContext, run_id: str, chunk_rows: int = CHUNK_ROWS):
-        import_gx_in_background()  # judged later in the run: the import overlaps the staging
+        warm_up_in_background()  # judged later in the run: GX's import and first validation overlap the staging
         self.context = context
         self.run_id = run_id
         self.chunk_rows = chunk_rows
@@ -199,8 +240,9 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     repeated, earlier = _repeats(facts, unique_columns, seen, remember)
     frames = tallies(facts, expectations, repeated)
     # one validator a tally, so Great Expectations loads each once for both passes
-    validators = {kind: Validator(batch_definition=_batch_definition(kind), batch_parameters={"dataframe": _pandas(frame)})
-                  for kind, frame in frames.items()}
+    with _lock:  # one thread at a time in GX's context (the warm-up may be in it)
+        validators = {kind: Validator(batch_definition=_batch_definition(kind), batch_parameters={"dataframe": _pandas(frame)})
+                      for kind, frame in frames.items()}
 
     def run(gate_names: list[str], result_format) -> dict:
         results = {}
@@ -211,7 +253,8 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
                 for gate_name in names:
                     suite.add_expectation_configuration(expectations[gate_name].configuration)
                 validator.result_format = result_format
-                results |= {r.expectation_config.meta["gate"]: r for r in validator.validate_expectation_suite(suite).results}
+                with _lock:
+                    results |= {r.expectation_config.meta["gate"]: r for r in validator.validate_expectation_suite(suite).results}
         return results
 
     # Pass or fail for every gate first (the cheap format); the unexpected values only for gates that failed.

@@ -9,7 +9,6 @@ stand-ins that import the real module on first use, so an expectation that does 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import sys
 import threading
@@ -33,8 +32,8 @@ class _DeferredModule(types.ModuleType):
 
 
 def import_gx() -> types.ModuleType:
-    """``great_expectations``, imported once per process with :data:`DEFERRED` standing in until used (or waited
-    for, when :func:`import_gx_in_background` is importing it)."""
+    """``great_expectations``, imported once per process with :data:`DEFERRED` standing in until used (checked
+    under the lock: while another thread imports it, the module is in ``sys.modules`` half initialised)."""
     with _lock:
         if "great_expectations" in sys.modules:
             return sys.modules["great_expectations"]
@@ -49,25 +48,3 @@ def import_gx() -> types.ModuleType:
                     del sys.modules[name]
     return great_expectations
 
-
-_background: threading.Thread | None = None
-
-
-def import_gx_in_background() -> None:
-    """Start importing ``great_expectations`` on a thread, once per process: for a run that will validate later.
-
-    The import is ~1.5 s of a cold curation (most of its fixed cost); on a thread it overlaps the run's reading
-    and curating, which leave a core idle much of the time. :func:`import_gx` waits for it; an import that failed
-    here is retried there, and its error raised there.
-    """
-    global _background
-    with _lock:
-        if _background is not None or "great_expectations" in sys.modules:
-            return
-        _background = threading.Thread(target=_import_quietly, name="prefhouse-import-gx", daemon=True)
-    _background.start()
-
-
-def _import_quietly() -> None:
-    with contextlib.suppress(Exception):
-        import_gx()

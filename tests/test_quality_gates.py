@@ -508,16 +508,16 @@ assert kl.stats.entropy is scipy.stats.entropy and type(sys.modules["scipy.stats
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_great_expectations_imported_in_the_background_is_whole_when_asked_for() -> None:
-    """A Gatekeeper starts GX's import on a thread; asking for GX while that import is half done waits for it
-    instead of handing back the partly initialised module."""
+def test_great_expectations_warmed_up_in_the_background_is_whole_when_asked_for() -> None:
+    """A Gatekeeper starts GX's import and first validation on a thread; asking for GX while that import is half
+    done waits for it instead of handing back the partly initialised module."""
     code = """
 import sys, threading, time
 from prefhouse.quality.gates import Gatekeeper
 from prefhouse.quality.gx_import import import_gx
 from prefhouse.quality.suites import GateContext
 Gatekeeper(GateContext(iterations=(0,), sources=("hh_rlhf",)), "run-1")
-assert any(t.name == "prefhouse-import-gx" for t in threading.enumerate()), "no background import"
+assert any(t.name == "prefhouse-gx-warm-up" for t in threading.enumerate()), "no background warm-up"
 while "great_expectations" not in sys.modules:
     time.sleep(0.001)
 gx = import_gx()
