@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 import json
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -555,7 +555,7 @@ class Staging:
                 self._write(data_file.writer.close)
                 staged.done.append(staged.files.pop(key))
 
-    def _write(self, step, rows: pa.Table | None = None) -> None:
+    def _write(self, step: Callable[..., object], rows: pa.Table | None = None) -> None:
         """Run ``step(rows)`` on the staging's one writer thread, after every step handed to it before.
 
         Encoding and compressing Parquet (pyarrow, without the GIL) then overlaps the caller's work on the next
@@ -572,10 +572,14 @@ class Staging:
             future.result()
             queued -= n
 
-    def _wait(self) -> None:
-        """Every write handed to the writer thread done; the first that failed raised."""
+    def _wait(self, raise_failure: bool = True) -> None:
+        """Every write handed to the writer thread done; the first that failed raised (``raise_failure``)."""
         while self._queued:
-            self._queued.popleft()[0].result()
+            future = self._queued.popleft()[0]
+            if raise_failure:
+                future.result()
+            else:
+                future.exception()  # waits, and keeps the failure
 
     @staticmethod
     def _split(rows: pa.Table, partition_by: list[str]) -> Iterator[tuple[dict[str, str | None], pa.Table]]:
@@ -705,18 +709,11 @@ class Staging:
 
     def discard(self) -> None:
         """Delete the data files of anything not committed (after an error); stop the writer thread."""
-        with contextlib.suppress(Exception):  # a failed write was raised where it happened, or is moot now
-            self._wait()
-        self._queued.clear()
+        self._wait(raise_failure=False)  # a failed write was raised where it happened, or is moot now
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
+            self._writer.shutdown()
             self._writer = None
-        for staged in self.tables.values():
-            for data_file in staged.files.values():
-                with contextlib.suppress(Exception):
-                    data_file.writer.close()
-            staged.done.extend(staged.files.values())
-            staged.files.clear()
+        self._close()
         for staged in self.tables.values():
             for data_file in staged.done:
                 with contextlib.suppress(OSError):
