@@ -181,7 +181,7 @@ def _stage_raw(ctx: SourceRun, batch: RawBatch) -> pa.Table:
         raw = raw.append_column(name, values)
     fresh = ctx.seen.raw(ctx.lake, ctx.adapter.name).new(pl.from_arrow(batch.keys))
     if fresh.any():
-        new_raw = raw.filter(fresh.to_arrow())
+        new_raw = raw if fresh.all() else raw.filter(fresh.to_arrow())  # a first run: every row is new, nothing to copy
         table = S.raw_table(ctx.adapter.name)
         ctx.stage.add(table, new_raw, ctx.adapter.lake_schema())
         ctx.gates.observe("raw", "raw", raw_facts(pl.from_arrow(new_raw.select(["_raw_key", "_split"])), table))
