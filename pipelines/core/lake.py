@@ -555,8 +555,8 @@ class Staging:
                 self._write(data_file.writer.close)
                 staged.done.append(staged.files.pop(key))
 
-    def _write(self, step: Callable[..., object], rows: pa.Table | None = None) -> None:
-        """Run ``step(rows)`` on the staging's one writer thread, after every step handed to it before.
+    def _write(self, step: Callable[..., object], *rows: pa.Table) -> None:
+        """Run ``step(*rows)`` on the staging's one writer thread, after every step handed to it before.
 
         Encoding and compressing Parquet (pyarrow, without the GIL) then overlaps the caller's work on the next
         batch, which leaves a core idle much of the time; a failed write is raised by the next ``add`` or by
@@ -564,8 +564,7 @@ class Staging:
         """
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefhouse-staging")
-        size = 0 if rows is None else rows.nbytes
-        self._queued.append((self._writer.submit(step) if rows is None else self._writer.submit(step, rows), size))
+        self._queued.append((self._writer.submit(step, *rows), sum(r.nbytes for r in rows)))
         queued = sum(n for _, n in self._queued)
         while self._queued and (queued > QUEUED_BYTES or self._queued[0][0].done()):
             future, n = self._queued.popleft()
