@@ -47,4 +47,3 @@ def import_gx() -> types.ModuleType:
                 if sys.modules.get(name) is stand_in:
                     del sys.modules[name]
     return great_expectations
-
