@@ -15,12 +15,16 @@ whole: (a) ``prefhouse curate --sources hh_rlhf,ultrafeedback``; (d) the common 
 ("json")`` and a ``.map`` doing the same parsing and pairing per row as the adapters (naive_curate's rules), no
 ids, provenance or gates, ``to_parquet``; (e) the floor: ``pyarrow.json`` reads the same files and
 ``pyarrow.parquet`` writes the project's resulting pairs. Targets: (a) <= 0.5x (d), (a) <= 3x (e).
+
+Both modes also print the CPU time (a) used, over every thread, and the wall time that much work needs at the least
+with every core of the machine busy: a ratio target below that bound cannot be met by overlapping work, only by doing less.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -49,10 +53,10 @@ def run_project(data: Path, work: Path, profile: int = 0) -> dict:
     from prefhouse.pipelines.sources.settings import resolve_sources
 
     lake = Lake(str(work / "lake"))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     run, summaries = curate(resolve_sources("all"), lake, data, progress=False)
-    seconds = time.perf_counter() - t0
-    result = {"seconds": seconds, "rows": run.rows_in, "pairs": run.rows_out, "rss_mb": peak_rss_mb(), "lake": lake.uri}
+    seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0  # process_time: every thread's CPU
+    result = {"seconds": seconds, "cpu_s": cpu_s, "rows": run.rows_in, "pairs": run.rows_out, "rss_mb": peak_rss_mb(), "lake": lake.uri}
     if profile:
         import cProfile
         import io
@@ -167,10 +171,12 @@ def datasets_map_comparison(rows: int, data_root: Path, pad: int) -> None:
     size = scaled_data(data, rows, pad, per_source={s: rows for s in sources})
     work = Path(tempfile.mkdtemp(prefix="prefhouse-bench-"))
     try:
-        t0 = time.perf_counter()
+        before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "prefhouse.pipelines.curate", "--sources", ",".join(sources), "--data-dir", str(data),
                                "--lake", str(work / "lake"), "--quiet"], capture_output=True, text=True)
         project_s = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        project_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if proc.returncode:
             raise SystemExit(f"curate failed:\n{proc.stderr}")
         common_s, common = timed_child("datasets", "--data", str(data), "--work", str(work))
@@ -182,6 +188,15 @@ def datasets_map_comparison(rows: int, data_root: Path, pad: int) -> None:
     print(f"(d) datasets.load_dataset + .map  : {common_s:7.1f} s  ({common['pairs']:,} pairs, no ids or dedup; peak RSS {common['rss_mb']:,.0f} MB)")
     print(f"(e) pyarrow read + write (floor)  : {floor['seconds']:7.1f} s  (read {floor['read_s']:.1f} s, write {floor['write_s']:.1f} s)")
     print(f"(a) / (d): {project_s / common_s:.2f}x (target <= 0.5x); (a) / (e): {project_s / floor['seconds']:.1f}x (target <= 3x)")
+    print(cpu_bound(project_cpu, project_s, floor["seconds"], "the floor"))
+
+
+def cpu_bound(cpu_s: float, wall_s: float, reference_s: float, reference: str) -> str:
+    """What (a)'s CPU time says about its wall time: that work, spread over every core of this machine with none idle,
+    still takes cpu_s / cores. A target below that needs less work, not more overlap."""
+    cores = os.cpu_count() or 1
+    return (f"(a) used {cpu_s:.1f} s of CPU ({cpu_s / wall_s:.2f} of {cores} cores): with every core busy all the time it would still "
+            f"take >= {cpu_s / cores:.1f} s = {cpu_s / cores / reference_s:.1f}x {reference}")
 
 
 def child(variant: str, *args: str) -> dict:
@@ -242,6 +257,8 @@ def main() -> None:
     print(f"pyarrow reading every raw file and writing the output: {read_write['seconds']:.2f} s (read {read_write['read_s']:.2f} s, "
           f"write {read_write['write_s']:.2f} s); the project is {project['seconds'] / read_write['seconds']:.2f}x that"
           + (f", and 10x the naive baseline would allow {naive['seconds'] / 10:.1f} s" if naive else ""))
+    if naive:
+        print(cpu_bound(project["cpu_s"], project["seconds"], naive["seconds"] / 10, "the time 10x the naive baseline allows"))
     print(f"peak RSS of the project's curation: {project['rss_mb']:,.0f} MB (target < 2048 MB)")
     if project.get("profile"):
         print(f"\nwhere (a)'s time goes (cProfile, a second run into another lake; cumulative time):\n{project['profile']}")
