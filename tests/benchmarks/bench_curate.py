@@ -194,7 +194,7 @@ def datasets_map_comparison(rows: int, data_root: Path, pad: int) -> None:
 def cpu_bound(cpu_s: float, wall_s: float, reference_s: float, reference: str) -> str:
     """What (a)'s CPU time says about its wall time: that work, spread over every core of this machine with none idle,
     still takes cpu_s / cores. A target below that needs less work, not more overlap."""
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # the cores this process may run on
     return (f"(a) used {cpu_s:.1f} s of CPU ({cpu_s / wall_s:.2f} of {cores} cores): with every core busy all the time it would still "
             f"take >= {cpu_s / cores:.1f} s = {cpu_s / cores / reference_s:.1f}x {reference}")
 
