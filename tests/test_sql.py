@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from prefhouse.pipelines.core.lake import Lake
-from prefhouse.pipelines.core.sql import main, named_queries, run_query
+from prefhouse.pipelines.core.sql import main, named_queries, run_query, sql_literal
 
 from .conftest import REPO
 
@@ -48,7 +48,7 @@ def test_table1_matches_polars_on_the_same_snapshot(curated_lake: Lake) -> None:
 def test_word_count_counts_runs_of_non_whitespace(curated_lake: Lake) -> None:
     """views.sql's word_count macro (table1's word lengths), edge cases against DuckDB's regex count of \\S+."""
     texts = ["", "   ", "one", "  two  words ", "\ttab\tand\nnewline\r\n", "form\ffeed", "no\u00a0break"]
-    literal = ", ".join("'" + t.replace("'", "''") + "'" for t in texts)
+    literal = ", ".join(sql_literal(t) for t in texts)
     rows = run_query(curated_lake, f"SELECT t, word_count(t) AS n, len(regexp_extract_all(t, '\\S+')) AS regex FROM unnest([{literal}]) AS u(t)").to_pylist()
     assert [row["n"] for row in rows] == [0, 0, 1, 2, 3, 2, 1]
     assert all(row["n"] == row["regex"] for row in rows)
