@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import polars as pl
 import prefhouse.pipelines.curate as curate_module
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +19,7 @@ from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
 from prefhouse.pipelines.curate import curate, main
 from prefhouse.pipelines.sources import ADAPTERS, reading
+from prefhouse.pipelines.sources.base import append_turn
 from prefhouse.pipelines.sources.reading import (
     InputReport,
     MissingColumnError,
@@ -113,6 +115,21 @@ def test_read_ahead_reads_the_next_batch_while_the_last_is_worked_on() -> None:
             assert started[b + 1].wait(10), f"batch {b + 1} was not read ahead"
             got.append(b)
     assert got == [0, 1]
+
+
+def test_append_turn_appends_the_reply_to_each_prompt_of_a_sliced_series() -> None:
+    """The reply lands after each prompt's own turns, also when the lists start mid-buffer (a slice)."""
+    prompts = pl.Series("prompt", [
+        [{"role": "user", "content": "skipped"}],
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi " * 10}],
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}],
+        [{"role": "user", "content": ""}],
+    ]).slice(1)
+    replies = pl.Series(["first reply, longer than a view's inline twelve bytes", "second", " third "])
+    got = append_turn(prompts, replies, "assistant")
+    assert got.name == "prompt"
+    expected = [p + [{"role": "assistant", "content": r}] for p, r in zip(prompts.to_list(), replies.to_list())]
+    assert got.to_list() == expected
 
 
 def test_non_contiguous_groups_are_an_error() -> None:

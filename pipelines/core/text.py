@@ -26,6 +26,7 @@ def same_up_to_whitespace(df: pl.DataFrame, a: str, b: str) -> pl.Series:
     often share a first and last character; far fewer share a first sentence). The answers for the rows
     checked are put in place by position.
     """
+    df = df.select(a, b)  # the rows checked are gathered below: only these two columns, not every column of the caller's
     ta, tb = pl.col(a).str.strip_chars(), pl.col(b).str.strip_chars()
     ends = (ta.str.head(1) == tb.str.head(1)) & (ta.str.tail(1) == tb.str.tail(1))
     at = df.select(ends.fill_null(False)).to_series().arg_true()
