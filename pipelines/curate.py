@@ -26,7 +26,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.config import add_dataclass_flags, flag_layer
 from prefhouse.pipelines.core.errors import run as run_job
 from prefhouse.pipelines.core.digests import DigestSet, digests
-from prefhouse.pipelines.core.ids import messages_key, trimmed, with_md5
+from prefhouse.pipelines.core.ids import messages_key, prompt_ids, trimmed, with_md5
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, Staging, staging
 from prefhouse.pipelines.core.runlog import RunRecord
 from prefhouse.pipelines.core.schema import INVALID
@@ -218,7 +218,7 @@ def _stage(ctx: SourceRun, table: str, rows: pl.DataFrame, schema: pa.Schema, pa
 
 def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> None:
     """Ids for the kept pairs; every new copy staged for ``pair_sources``, each pair's first copy for ``pairs``."""
-    kept = with_md5(kept, "prompt_id", messages_key(pl.col("prompt")), repeated=True)
+    kept = kept.with_columns(prompt_ids(kept["prompt"]).alias("prompt_id"))
     kept = with_md5(kept, "pair_id", pl.col("prompt_id"), trimmed(pl.col("chosen_reply")), trimmed(pl.col("rejected_reply")))
     kept = with_md5(
         kept, "copy_id", pl.col("pair_id"), pl.lit(ctx.adapter.name), pl.col("split"), pl.col("raw_keys").list.join(","), pl.col("item").fill_null("")

@@ -182,13 +182,15 @@ def test_a_digest_set_holds_exactly_the_ids_added() -> None:
     assert keys.contains(*digests(pl.Series(["p|shp|train", None, "P|shp|train", "p|shp|test", "\x00null"]))).tolist() == [True, True, False, False, False]
 
 
-def test_an_id_hashed_once_per_distinct_key_is_the_same_id() -> None:
-    """``with_md5(..., repeated=True)`` hashes each distinct key once and joins the digests back: same ids, nulls stay null."""
+def test_a_prompt_hashed_once_per_distinct_message_list_has_the_same_id() -> None:
+    """``prompt_ids`` hashes each distinct message list once: the ids, in row order, of hashing every row; a null
+    list stays null; lists equal only once trimmed share an id, as every prompt id does."""
     import polars as pl
-    from prefhouse.pipelines.core.ids import with_md5
+    from prefhouse.pipelines.core.ids import messages_key, prompt_ids, with_md5
 
-    frame = pl.DataFrame({"a": ["x", None, "x", "y", " x"], "b": ["1", "1", "1", "2", "1"]})
-    parts = (pl.col("a"), pl.col("b"))
-    once = with_md5(frame, "id", *parts, repeated=True)["id"]
-    assert once.to_list() == with_md5(frame, "id", *parts)["id"].to_list()
-    assert once[1] is None and once[0] == once[2] != once[4]
+    turn = lambda text: {"role": "user", "content": text}  # noqa: E731
+    frame = pl.DataFrame({"prompt": [[turn("x")], None, [turn("x")], [turn("y"), turn("x")], [turn(" x")], [turn("y")], [turn("x")]]})
+    once = prompt_ids(frame["prompt"])
+    assert once.name == "prompt"
+    assert once.to_list() == with_md5(frame, "id", messages_key(pl.col("prompt")))["id"].to_list()
+    assert once[1] is None and once[0] == once[2] == once[4] == once[6] and len({once[0], once[3], once[5]}) == 3

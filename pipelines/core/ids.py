@@ -73,16 +73,19 @@ def md5_hex(texts: pl.Series) -> pl.Series:
     return pl.from_arrow(_hashed(texts, "SELECT md5(nfc_normalize(t)) AS h").column("h")).alias(texts.name)
 
 
-def with_md5(df: pl.DataFrame, name: str, *parts: pl.Expr, repeated: bool = False) -> pl.DataFrame:
-    """Add column ``name`` = md5 of the parts joined with a separator that cannot occur in trimmed text.
-
-    ``repeated``: the keys repeat (a prompt shared by the several pairs of one row): each distinct key is
-    hashed once and the digests are joined back.
-    """
+def with_md5(df: pl.DataFrame, name: str, *parts: pl.Expr) -> pl.DataFrame:
+    """Add column ``name`` = md5 of the parts joined with a separator that cannot occur in trimmed text."""
     if df.height == 0:
         return df.with_columns(pl.lit(None, dtype=pl.String).alias(name))
     key = df.select(pl.concat_str(list(parts), separator=GROUP).alias(name)).to_series()
-    if not repeated:
-        return df.with_columns(md5_hex(key))
-    distinct = key.unique()
-    return df.with_columns(key.replace_strict(distinct, md5_hex(distinct)))
+    return df.with_columns(md5_hex(key))
+
+
+def prompt_ids(messages: pl.Series) -> pl.Series:
+    """The prompt id of each message list (md5 of its :func:`messages_key`), each distinct list keyed and hashed once.
+
+    A prompt repeats across the pairs of one raw row (up to six for UltraFeedback's four completions):
+    grouping the lists first (polars compares them exactly) costs less than building and hashing a key per row.
+    """
+    rows = messages.to_frame("m").with_row_index("_row").group_by("m", maintain_order=True).agg("_row")
+    return with_md5(rows, "id", messages_key(pl.col("m"))).explode("_row").sort("_row")["id"].alias(messages.name)
