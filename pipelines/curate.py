@@ -26,7 +26,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.config import add_dataclass_flags, flag_layer
 from prefhouse.pipelines.core.errors import run as run_job
 from prefhouse.pipelines.core.digests import DigestSet, digests
-from prefhouse.pipelines.core.ids import messages_key, prompt_ids, trimmed, with_md5
+from prefhouse.pipelines.core.ids import prompt_ids, trimmed, with_md5
 from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, Staging, staging
 from prefhouse.pipelines.core.runlog import RunRecord
 from prefhouse.pipelines.core.schema import INVALID
@@ -246,7 +246,8 @@ def _stage_prompts(ctx: SourceRun, row_prompts: pl.DataFrame) -> None:
     """
     if not row_prompts.height:
         return
-    prompts = with_md5(row_prompts.filter(prompt_is_valid(pl.col("prompt"))), "prompt_id", messages_key(pl.col("prompt")))
+    prompts = row_prompts.filter(prompt_is_valid(pl.col("prompt")))
+    prompts = prompts.with_columns(prompt_ids(prompts["prompt"]).alias("prompt_id"))
     prompts = prompts.unique(["prompt_id", "split"], keep="first", maintain_order=True)
     prompts = prompts.filter(ctx.seen.prompt_keys.new(prompts["prompt_id"] + f"|{ctx.adapter.name}|" + prompts["split"]))
     prompts = prompts.select(
