@@ -1,7 +1,7 @@
 """Curation speed: the project vs a naive per-row Python baseline vs the pyarrow Parquet write floor.
 
     python tests/benchmarks/bench_curate.py --rows 1000000
-    python tests/benchmarks/bench_curate.py --datasets-map 100000   # HH-RLHF + UltraFeedback vs datasets.map, cold processes
+    python tests/benchmarks/bench_curate.py --datasets-map 100000 --repeats 3   # HH-RLHF + UltraFeedback vs datasets.map, cold processes
 
 Generates (or reuses) scaled raw data in the real schemas (tests/benchmarks/scale.py), then runs, each in
 its own process so that peak RSS is its own: (a) the project's curation into a fresh lake, (b) the naive
@@ -27,6 +27,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -165,10 +166,31 @@ def scaled_data(data: Path, rows: int, pad: int, per_source: dict[str, int] | No
     return sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
 
 
-def datasets_map_comparison(rows: int, data_root: Path, pad: int) -> None:
+def datasets_map_comparison(rows: int, data_root: Path, pad: int, repeats: int = 1) -> None:
+    """(a), (d) and (e) in turn, ``repeats`` rounds: each round's ratios compare runs made one after the other, and
+    the median over rounds is the figure (this machine's speed drifts by 10-15% between minutes)."""
     sources = list(HH_UF)
     data = data_root.parent / f"raw-hh-uf-{rows}"
     size = scaled_data(data, rows, pad, per_source={s: rows for s in sources})
+    print(f"\nHH-RLHF + UltraFeedback, {rows:,} raw rows each ({size / 1e6:,.0f} MB of JSONL), cold processes timed whole")
+    to_common, to_floor = [], []
+    for round_ in range(1, repeats + 1):
+        project_s, project_cpu, common_s, common, floor = _datasets_map_round(data, sources)
+        to_common.append(project_s / common_s)
+        to_floor.append(project_s / floor["seconds"])
+        print(f"\nround {round_} of {repeats}")
+        print(f"(a) prefhouse curate              : {project_s:7.1f} s  ({floor['pairs']:,} pairs, with ids, provenance, prompts, quarantine, gates)")
+        print(f"(d) datasets.load_dataset + .map  : {common_s:7.1f} s  ({common['pairs']:,} pairs, no ids or dedup; peak RSS {common['rss_mb']:,.0f} MB)")
+        print(f"(e) pyarrow read + write (floor)  : {floor['seconds']:7.1f} s  (read {floor['read_s']:.1f} s, write {floor['write_s']:.1f} s)")
+        print(f"(a) / (d): {to_common[-1]:.2f}x (target <= 0.5x); (a) / (e): {to_floor[-1]:.1f}x (target <= 3x)")
+        print(cpu_bound(project_cpu, project_s, floor["seconds"], "the floor"))
+    if repeats > 1:
+        print(f"\nmedian of {repeats} rounds: (a) / (d) {statistics.median(to_common):.2f}x (range {min(to_common):.2f}-{max(to_common):.2f}); "
+              f"(a) / (e) {statistics.median(to_floor):.1f}x (range {min(to_floor):.1f}-{max(to_floor):.1f})")
+
+
+def _datasets_map_round(data: Path, sources: list[str]) -> tuple[float, float, float, dict, dict]:
+    """One round: (a) timed whole with its CPU time over every thread, then (d), then (e) on (a)'s lake."""
     work = Path(tempfile.mkdtemp(prefix="prefhouse-bench-"))
     try:
         before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
@@ -183,12 +205,7 @@ def datasets_map_comparison(rows: int, data_root: Path, pad: int) -> None:
         _, floor = timed_child("readfloor", "--data", str(data), "--lake-uri", str(work / "lake"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nHH-RLHF + UltraFeedback, {rows:,} raw rows each ({size / 1e6:,.0f} MB of JSONL), cold processes timed whole")
-    print(f"(a) prefhouse curate              : {project_s:7.1f} s  ({floor['pairs']:,} pairs, with ids, provenance, prompts, quarantine, gates)")
-    print(f"(d) datasets.load_dataset + .map  : {common_s:7.1f} s  ({common['pairs']:,} pairs, no ids or dedup; peak RSS {common['rss_mb']:,.0f} MB)")
-    print(f"(e) pyarrow read + write (floor)  : {floor['seconds']:7.1f} s  (read {floor['read_s']:.1f} s, write {floor['write_s']:.1f} s)")
-    print(f"(a) / (d): {project_s / common_s:.2f}x (target <= 0.5x); (a) / (e): {project_s / floor['seconds']:.1f}x (target <= 3x)")
-    print(cpu_bound(project_cpu, project_s, floor["seconds"], "the floor"))
+    return project_s, project_cpu, common_s, common, floor
 
 
 def cpu_bound(cpu_s: float, wall_s: float, reference_s: float, reference: str) -> str:
@@ -213,6 +230,7 @@ def main() -> None:
     parser.add_argument("--pad", type=int, default=3, help="filler paragraphs per prompt and reply (see scale.py)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--datasets-map", type=int, default=0, metavar="N", help="only the HH-RLHF + UltraFeedback comparison, N rows each")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of --datasets-map; ratios are also printed as the median over rounds")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions of a cProfile run of (a), by cumulative time")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -227,7 +245,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.datasets_map:
-        datasets_map_comparison(args.datasets_map, args.data, args.pad)
+        datasets_map_comparison(args.datasets_map, args.data, args.pad, args.repeats)
         return
 
     size = scaled_data(args.data, args.rows, args.pad)

@@ -43,7 +43,7 @@ def chunks(pairs: int, iterations: int, chunk: int) -> Iterator[pa.Table]:
     for it in range(iterations):
         for start in range(it * per_iteration, (it + 1) * per_iteration, chunk):
             stop = min(start + chunk, (it + 1) * per_iteration)
-            yield con.execute(CHUNK_SQL, [it, it, start, stop]).to_arrow_table().cast(S.PAIR_SCHEMA)
+            yield con.sql(CHUNK_SQL, params=[it, it, start, stop]).to_arrow_table().cast(S.PAIR_SCHEMA)
 
 
 def generate(lake: Lake, jsonl: Path, pairs: int, iterations: int, chunk: int) -> float:
