@@ -111,6 +111,9 @@ def test_shares_context_compares_turn_by_turn() -> None:
         # a turn without a role vanished from the key strings this replaced, which called this pair sharing its context
         ([{"role": None, "content": "a"}], [{"role": None, "content": "a"}, reply], [], False),
         (None, [reply], [reply], False),
+        # prompts of several turns are compared turn by turn too, not only their first turn
+        (three := [u("hi"), u("ok", "assistant"), u("more")], [*three, reply], [u("hi "), u("ok", "assistant"), u("more"), reply], True),
+        (three, [*three, reply], [u("hi"), u("OK", "assistant"), u("more"), reply], False),
     ]
     messages = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
     pairs = pl.DataFrame([{"prompt": p, "chosen": c, "rejected": r} for p, c, r, _ in cases],
