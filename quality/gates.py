@@ -293,10 +293,9 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
         elif level == ROW:
             for index in found["_row"].to_list():
                 failed_rows.setdefault(int(index), gate)
-    rejected = facts.join(
-        pl.DataFrame({"_row": list(failed_rows), "gate": list(failed_rows.values())}, schema={"_row": pl.UInt32, "gate": pl.String}),
-        on="_row", how="inner",
-    )
+    failing = pl.DataFrame({"_row": list(failed_rows), "gate": list(failed_rows.values())}, schema={"_row": pl.UInt32, "gate": pl.String})
+    # the usual verdict rejects no row: no join over every fact for it (~50 ms a million facts)
+    rejected = facts.join(failing, on="_row", how="inner") if failed_rows else facts.clear().with_columns(failing["gate"])
     return Verdict(table, suite_name, rejected, batch_failures, rows)
 
 
