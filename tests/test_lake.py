@@ -182,8 +182,8 @@ def test_a_digest_set_holds_exactly_the_ids_added() -> None:
     assert keys.contains(*digests(pl.Series(["p|shp|train", None, "P|shp|train", "p|shp|test", "\x00null"]))).tolist() == [True, True, False, False, False]
 
 
-def test_a_prompt_hashed_once_per_distinct_message_list_has_the_same_id() -> None:
-    """``prompt_ids`` hashes each distinct message list once: the ids, in row order, of hashing every row; a null
+def test_a_prompt_hashed_once_per_distinct_message_key_has_the_same_id() -> None:
+    """``prompt_ids`` hashes each distinct message key once: the ids, in row order, of hashing every row; a null
     list stays null; lists equal only once trimmed share an id, as every prompt id does."""
     import polars as pl
     from prefhouse.pipelines.core.ids import messages_key, prompt_ids, with_md5
