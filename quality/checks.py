@@ -43,8 +43,8 @@ def shares_context(pairs: pl.DataFrame) -> pl.Series:
     n = pl.col("prompt").list.len()
     fits = ((pl.col("chosen").list.len() == n + 1) & (pl.col("rejected").list.len() == n + 1)).fill_null(False)
     rows = pairs.select(fits.alias("fits"), n.alias("n"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "prompt", "chosen", "rejected")
-    # a one-turn prompt (most sources' every prompt) is its first turns, taken directly: repeating and exploding
-    # the rows is 3-5x the cost of the whole comparison for them
+    # a one-turn prompt (every prompt of most sources) is compared with the first turns of chosen and rejected
+    # directly: repeating and exploding its rows cost 3-5x the whole comparison
     single_turn = rows.filter(pl.col("fits") & (pl.col("n") == 1)).select(
         "_row", pl.col("prompt").list.first().alias("p"), pl.col("chosen").list.first().alias("c"), pl.col("rejected").list.first().alias("r"),
     )
