@@ -131,6 +131,21 @@ def test_same_up_to_whitespace_answers_each_row_in_place() -> None:
     assert same_up_to_whitespace(replies, "c", "r").to_list() == [same for *_, same in cases]
 
 
+
+def test_roles_alternate_answers_as_matching_the_role_pattern() -> None:
+    """One-turn lists take a shortcut (their one role is "user"); every list must get the answer the role pattern gives."""
+    from prefhouse.pipelines.core.text import PROMPT_ROLES, role_pattern, roles_alternate
+
+    t = lambda role: {"role": role, "content": "x"}  # noqa: E731
+    lists = [[t("user")], [t("assistant")], [t("system")], [t(None)], [t("User")], [], None, [t("user"), t("assistant"), t("user")],
+             [t("system"), t("user")], [t("user"), t("user")], [t("system"), t("user"), t("assistant"), t("user")], [t("user"), t("assistant")],
+             [t("user")], [t(None), t("user")]]
+    expected = [True, False, False, False, False, False, None, True, True, False, True, False, True, False]
+    messages = pl.Series("prompt", lists, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
+    assert roles_alternate(messages).to_list() == expected
+    assert pl.select(role_pattern(pl.lit(messages)).str.contains(PROMPT_ROLES)).to_series().to_list() == expected  # the pattern's own answer
+
+
 PAIR_BATCH_DAMAGE = [
     (lambda df: pl.concat([df, df.head(1)]), "pair_id_unique"),
     (lambda df: df.with_columns(pl.lit(2, pl.Int32).alias("iteration")), "iteration_partition_matches_run"),

