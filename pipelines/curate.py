@@ -246,7 +246,7 @@ def _stage_prompts(ctx: SourceRun, row_prompts: pl.DataFrame) -> None:
     """
     if not row_prompts.height:
         return
-    prompts = row_prompts.filter(prompt_is_valid(pl.col("prompt")))
+    prompts = row_prompts.filter(prompt_is_valid(row_prompts["prompt"]))
     prompts = prompts.with_columns(prompt_ids(prompts["prompt"]).alias("prompt_id"))
     prompts = prompts.unique(["prompt_id", "split"], keep="first", maintain_order=True)
     prompts = prompts.filter(ctx.seen.prompt_keys.new(prompts["prompt_id"] + f"|{ctx.adapter.name}|" + prompts["split"]))

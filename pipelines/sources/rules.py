@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 from prefhouse.pipelines.core.schema import FILTER, INVALID
-from prefhouse.pipelines.core.text import PROMPT_ROLES, role_pattern, roles_alternate, same_up_to_whitespace
+from prefhouse.pipelines.core.text import role_pattern, roles_alternate, same_up_to_whitespace
 from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, append_turn
 
 
@@ -21,9 +21,11 @@ def _has_empty_turn(prompt: pl.Expr) -> pl.Expr:
     return prompt.is_null() | (prompt.list.len() == 0) | prompt.list.eval(_is_blank(pl.element().struct.field("content"))).list.any().fill_null(True)
 
 
-def prompt_is_valid(prompt: pl.Expr) -> pl.Expr:
-    """A prompt the shared rules accept (every turn filled, roles alternating): what the prompt pool holds."""
-    return (~_has_empty_turn(prompt) & role_pattern(prompt).str.contains(PROMPT_ROLES)).fill_null(False)
+def prompt_is_valid(prompt: pl.Series) -> pl.Series:
+    """A prompt the shared rules accept (every turn filled, roles alternating, as :func:`roles_alternate` says for the
+    rules' own check): what the prompt pool holds."""
+    filled = prompt.to_frame("m").select(~_has_empty_turn(pl.col("m"))).to_series()
+    return (filled & roles_alternate(prompt)).fill_null(False)
 
 
 def apply_shared_rules(cands: pl.DataFrame, adapter: Adapter) -> tuple[pl.DataFrame, pl.DataFrame]:
