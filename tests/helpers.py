@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.online.generate import TransformersEngine
 from prefhouse.pipelines.sources.reading import InputReport, RawBatch, check_local, read_files
+from prefhouse.training.train_rm import RewardModelSettings
+
+
+def copy_lake(lake: Lake, to: Path) -> Lake:
+    """A private copy of ``lake`` at ``to``, for a test that writes: a shared lake is never written (no test may see another's writes)."""
+    shutil.copytree(lake.uri, to)
+    return Lake(str(to))
+
+
+def rm_settings(tiny_model: str) -> RewardModelSettings:
+    """The tiny reward model the iteration tests score with."""
+    return RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.3)
 
 
 def tiny_llama(directory: Path, tokenizer, seed: int = 0) -> Path:

@@ -30,6 +30,7 @@ from prefhouse.pipelines.curate import curate
 from prefhouse.quality.guard import append_pairs, append_responses, append_scores
 
 from .conftest import REPO, SAMPLES
+from .helpers import copy_lake
 
 SOURCES = ["shp", "helpsteer", "ultrafeedback"]
 RUN_COLUMNS = {"run_id", "created_at", "_run_id", "_ingested_at"}  # differ between any two runs by design
@@ -98,6 +99,7 @@ def clean_curation(injector: FaultInjector, tmp_path: Path) -> tuple[int, dict[s
     return injector.calls, lake_state(clean)
 
 
+@pytest.mark.heavy
 def test_curation_survives_a_fault_at_every_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     injector = FaultInjector(monkeypatch)
     commits, expected = clean_curation(injector, tmp_path)
@@ -283,38 +285,29 @@ def test_filter_accounting_counts_gate_rejects_as_quarantined(tmp_path: Path, mo
 ONLINE_STAGES = ("prompts", "generate", "score", "select")
 
 
-def test_iteration_stages_survive_a_fault_at_every_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: str) -> None:
+@pytest.mark.heavy
+def test_iteration_stages_survive_a_fault_at_every_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: str,
+                                                          ready_template: Lake) -> None:
     """prompts → generate → score → select, failed after each of their commits in turn, then run again as the same command would."""
     from prefhouse.pipelines.online.iterations import pending_stages
     from prefhouse.pipelines.run_iteration import Iteration, IterationConfig
-    from prefhouse.pipelines.sources.settings import resolve_sources
-    from prefhouse.training.train_rm import RewardModelSettings, train_reward_model
 
     config = IterationConfig.load("cpu", overrides=[
         f"iteration.initial_policy={tiny_model}", "prompts.m=4", "generate.n=2", "generate.max_new_tokens=4",
         "generate.engine=transformers", "generate.chunk_prompts=2",
     ])
-    models = tmp_path / "models"
-    base = Lake(str(tmp_path / "base"))
-    curate(resolve_sources("all"), base, SAMPLES, progress=False)
-    train_reward_model(base, RewardModelSettings(base_model=tiny_model, max_length=64, size_matched=1, eval_fraction=0.3), models, progress=False)
-
     def stages(lake: Lake) -> None:  # what run_iteration does, stopped before the report (the train stage has its own tests)
         todo = [s for s in pending_stages(lake, 1) if s in ONLINE_STAGES]
-        Iteration(lake, 1, config, models, tmp_path / "reports", progress=False).run(todo)
-
-    def copy_of_base(name: str) -> Lake:
-        shutil.copytree(base.uri, tmp_path / name)
-        return Lake(str(tmp_path / name))
+        Iteration(lake, 1, config, tmp_path / "models", tmp_path / "reports", progress=False).run(todo)
 
     injector = FaultInjector(monkeypatch)
-    clean = copy_of_base("clean")
+    clean = copy_lake(ready_template, tmp_path / "clean")
     injector.arm(None)
     stages(clean)
     commits, expected = injector.calls, lake_state(clean)
     assert expected[S.RESPONSES] and expected[S.SCORES] and commits >= 8
     for k in range(1, commits + 1):
-        lake = copy_of_base(f"k{k}")
+        lake = copy_lake(ready_template, tmp_path / f"k{k}")
         injector.arm(k, after=True)
         with pytest.raises(Injected):
             stages(lake)

@@ -82,6 +82,7 @@ def test_generated_responses_scored_and_appended(tiny_model: str, lake: Lake) ->
     assert append_scores(lake, scores, iteration=1, n=2).landed == 6
 
 
+@pytest.mark.heavy
 def test_vllm_engine_many_seeded_prompts_n_each_repeatable(tiny_model: str) -> None:
     """More prompts than one prefill step holds (vLLM 0.32 on CPU crashed on seeded requests split across steps)."""
     pytest.importorskip("vllm", reason="vLLM cannot be imported here (pip install -e '.[cpu]' or '.[gpu]')")

@@ -115,6 +115,7 @@ def test_a_conflicting_commit_is_retried_on_the_new_version(s3_lake: Lake, monke
     assert ids == ["a", "b"] and len(calls) >= 3  # the stale attempt, the retry, the version read
 
 
+@pytest.mark.heavy
 def test_an_iteration_with_its_training_jobs_and_report_on_s3(s3_lake: Lake, tiny_model: str, tmp_path) -> None:
     """The whole chain on the object store: curation, the reward model, iteration 1 (generate, score, select, report,
     DPO), and SQL over what it wrote."""
@@ -123,7 +124,8 @@ def test_an_iteration_with_its_training_jobs_and_report_on_s3(s3_lake: Lake, tin
     from prefhouse.pipelines.run_iteration import run_iteration
     from prefhouse.training.train_rm import train_reward_model
 
-    from .test_run_iteration import rm_settings, small_config
+    from .helpers import rm_settings
+    from .test_run_iteration import small_config
 
     curate(["helpsteer", "ultrafeedback", "distilabel_capybara_dpo_7k_binarized"], s3_lake, SAMPLES, progress=False)
     train_reward_model(s3_lake, rm_settings(tiny_model), tmp_path / "models", progress=False)

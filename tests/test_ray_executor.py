@@ -14,9 +14,10 @@ from prefhouse.pipelines.core.errors import UsageError
 from prefhouse.pipelines.online.executors import ExecutorSettings, run_shards
 from prefhouse.pipelines.online.generate import GenerateReplica, SamplingSettings
 
-from .test_run_iteration import ready_lake, rm_settings, small_config  # noqa: F401  (fixture)
+from .test_run_iteration import small_config
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[dev]')")
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray at a time: these tests run on one worker, in turn
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_a_lost_worker_costs_only_its_shard(local_ray, tiny_model: str, tmp_path
     assert rows.height == 12 and rows["response_id"].is_unique().all()  # every shard once: retried, never duplicated
 
 
-def test_an_iteration_generates_and_scores_on_ray(local_ray, ready_lake, tiny_model: str, tmp_path: Path) -> None:  # noqa: F811
+def test_an_iteration_generates_and_scores_on_ray(local_ray, ready_lake, tiny_model: str, tmp_path: Path) -> None:
     from prefhouse.pipelines.online.stages import Iteration
 
     sets = ["generate.executor=ray", "generate.replicas=2", "score.executor=ray", "score.replicas=2"]
@@ -88,7 +89,7 @@ def test_an_iteration_generates_and_scores_on_ray(local_ray, ready_lake, tiny_mo
     assert sum(r["n"] for r in by_worker) == 16
 
 
-def test_a_driver_stopped_mid_stage_resumes_by_skipping_committed_shards(local_ray, ready_lake, tiny_model: str, tmp_path: Path,  # noqa: F811
+def test_a_driver_stopped_mid_stage_resumes_by_skipping_committed_shards(local_ray, ready_lake, tiny_model: str, tmp_path: Path,
                                                                          monkeypatch) -> None:
     """The driver dies after the first shard committed (Ctrl-C here; the local executor's kill -9 test covers SIGKILL):
     the same stage again generates only the shards that have no rows, and each prompt ends with exactly n."""

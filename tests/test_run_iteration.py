@@ -13,14 +13,13 @@ import pytest
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
-from prefhouse.pipelines.curate import curate
 from prefhouse.pipelines.online.iterations import IterationOrderError
 from prefhouse.pipelines.run_iteration import IterationConfig, main, run_iteration
-from prefhouse.pipelines.sources.settings import resolve_sources
 from prefhouse.quality.gates import GateError
 from prefhouse.training.train_rm import RewardModelSettings, train_reward_model
 
-from .conftest import REPO, SAMPLES
+from .conftest import REPO
+from .helpers import copy_lake, rm_settings
 
 
 def small_overrides(tiny_model: str, engine: str = "transformers") -> list[str]:
@@ -36,19 +35,6 @@ def evaluation_overrides(tiny_model: str) -> list[str]:
 
 def small_config(tiny_model: str, engine: str = "transformers", *extra: str) -> IterationConfig:
     return IterationConfig.load("cpu", overrides=[*small_overrides(tiny_model, engine), *extra])
-
-
-@pytest.fixture
-def ready_lake(tmp_path: Path, tiny_model: str) -> Lake:
-    """Curated samples and a tiny reward model registered in a fresh lake."""
-    lake = Lake(str(tmp_path / "lake"))
-    curate(resolve_sources("all"), lake, SAMPLES, progress=False)
-    train_reward_model(lake, rm_settings(tiny_model), tmp_path / "models", progress=False)
-    return lake
-
-
-def rm_settings(tiny_model: str) -> RewardModelSettings:
-    return RewardModelSettings(base_model=tiny_model, max_length=128, size_matched=2, eval_fraction=0.3)
 
 
 def run(lake: Lake, n: int, config: IterationConfig, tmp_path: Path, **kw):
@@ -82,6 +68,7 @@ run_iteration(Lake({lake!r}), 1, config, models_dir=Path({out!r}) / "models", re
 """
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("engine", ["transformers", "vllm"])
 def test_two_iterations_end_to_end(ready_lake: Lake, tiny_model: str, tmp_path: Path, engine: str) -> None:
     if engine == "vllm":
@@ -183,21 +170,18 @@ def check_evaluations(lake: Lake, tiny_model: str, tmp_path: Path, config: Itera
     assert lake.versions([S.EVAL_RESPONSES, S.EVAL_SCORES]) == {t: v for t, v in before.items() if t != S.EVALUATIONS}  # nothing answered again
 
 
-def test_kill_9_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.heavy
+def test_kill_9_mid_stage_then_the_same_command_gives_the_uninterrupted_rows(ready_template: Lake, tiny_model: str, tmp_path: Path,
+                                                                           monkeypatch) -> None:
     import signal
 
     config = small_config(tiny_model)
     clean = tmp_path / "clean"
-    clean_lake = Lake(str(clean / "lake"))
-    curate(resolve_sources("all"), clean_lake, SAMPLES, progress=False)
-    rm = rm_settings(tiny_model)
-    train_reward_model(clean_lake, rm, clean / "models", progress=False)
+    clean_lake = copy_lake(ready_template, clean / "lake")
     run(clean_lake, 1, config, clean)
 
     crashed = tmp_path / "crashed"
-    lake = Lake(str(crashed / "lake"))
-    curate(resolve_sources("all"), lake, SAMPLES, progress=False)
-    train_reward_model(lake, rm, crashed / "models", progress=False)
+    lake = copy_lake(ready_template, crashed / "lake")
     # the iteration in its own process, killed (SIGKILL: no handler, no finally) as it starts the second chunk
     script = KILLED_ON_SECOND_CHUNK.format(overrides=small_overrides(tiny_model), lake=lake.uri, out=str(crashed))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)

@@ -14,28 +14,22 @@ from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.settings import SettingsError
 from prefhouse.pipelines.core.sql import run_query
 from prefhouse.pipelines.curate import curate
-from prefhouse.pipelines.sources.settings import resolve_sources
 from prefhouse.quality.report import ReportFailed
 from prefhouse.training.train_dpo import DPOSettings, train_dpo
 from prefhouse.training.train_rm import CATEGORIES, RewardModelSettings, train_reward_model
 
 from .conftest import REPO, SAMPLES
+from .helpers import copy_lake
 
 
-@pytest.fixture(scope="module")
-def training_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    """Curated once per module and never written: each test that trains takes its own copy (:func:`own_copy`)."""
-    lake = Lake(str(tmp_path_factory.mktemp("training") / "lake"))
-    curate(resolve_sources("all"), lake, SAMPLES, progress=False)
-    return lake
+@pytest.fixture
+def training_lake(curated_lake: Lake) -> Lake:
+    """The session's curated lake, never written: each test that trains takes its own copy (:func:`own_copy`)."""
+    return curated_lake
 
 
 def own_copy(lake: Lake, tmp_path: Path) -> Lake:
-    """A private copy of the module's curated lake, for a test that writes to it (no test may see another's writes)."""
-    import shutil
-
-    shutil.copytree(lake.uri, tmp_path / "own-lake")
-    return Lake(str(tmp_path / "own-lake"))
+    return copy_lake(lake, tmp_path / "own-lake")
 
 
 def moved_from(trained: str, base: str) -> list[str]:
@@ -84,6 +78,7 @@ def test_reward_model_trains_evaluates_and_registers(training_lake: Lake, tiny_m
     assert train_reward_model(training_lake, settings, tmp_path, progress=False)["created_at"] == row["created_at"]
 
 
+@pytest.mark.heavy
 def test_dpo_stores_reference_logps_once_and_reuses_them(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
     training_lake = own_copy(training_lake, tmp_path)
     settings = DPOSettings(max_length=128, size_matched=2, epochs=1, per_device_batch_size=4, pairs="offline")
@@ -119,6 +114,7 @@ def test_dpo_refuses_a_failed_report_unless_overridden(lake: Lake, tiny_model: s
     assert json.loads([r for r in runs if r["pipeline"] == "train_dpo"][-1]["args"])["override_quality"] is True
 
 
+@pytest.mark.heavy
 def test_deepspeed_zero2_step_and_zero3_loadable_save(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
     """The CLI entry point under DeepSpeed on CPU (single process): ZeRO-2 trains, ZeRO-3 saves full weights."""
     pytest.importorskip("deepspeed", reason="deepspeed is not installed")
@@ -172,6 +168,7 @@ def test_trainer_options_reach_the_trainer_and_precision_keys_the_reference_logp
     assert encoding_key(tokenizer, 256, "keep_start", "fp32") != encoding_key(tokenizer, 256, "keep_start", "bf16")
 
 
+@pytest.mark.heavy
 def test_two_processes_under_accelerate_write_once(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
     """``launcher = accelerate`` with 2 CPU processes (gloo): both train, one writes — one registered model, one run row, one
     set of lineage and reference rows, one checkpoint folder that loads. RM through its command line, DPO through
@@ -217,6 +214,7 @@ train_dpo(Lake({lake!r}), DPOSettings(**{settings!r}), 0, {model!r}, {model!r}, 
 """
 
 
+@pytest.mark.heavy
 def test_a_dpo_job_killed_after_a_checkpoint_resumes_from_it(training_lake: Lake, tiny_model: str, tmp_path: Path) -> None:
     """``save_steps = 1``: the job is killed (SIGKILL) right after its first checkpoint; the same job resumes at step 1,
     under the same model id, and ends with the weights of a run that was never interrupted."""
