@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,23 +43,30 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
     return folder
 
 
+def unwritten(lake: Lake) -> Iterator[Lake]:
+    """Yields a shared lake, and fails the session's teardown if any test wrote to it (every test sees the same lake)."""
+    versions = lake.versions()
+    yield lake
+    assert lake.versions() == versions, f"a test wrote to the shared lake {lake.uri}: copy it first (tests/helpers.py: copy_lake)"
+
+
 @pytest.fixture
 def lake(tmp_path: Path) -> Lake:
     return Lake(str(tmp_path / "lake"))
 
 
 @pytest.fixture(scope="session")
-def curated_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+def curated_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     """One curation of every bundled sample, shared by read-only tests."""
     from prefhouse.pipelines.curate import curate
     from prefhouse.pipelines.sources.settings import resolve_sources
 
     folder = built_once(tmp_path_factory, "curated", lambda f: curate(resolve_sources("all"), Lake(str(f / "lake")), SAMPLES, progress=False))
-    return Lake(str(folder / "lake"))
+    yield from unwritten(Lake(str(folder / "lake")))
 
 
 @pytest.fixture(scope="session")
-def ready_template(curated_lake: Lake, tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Lake:
+def ready_template(curated_lake: Lake, tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     """:func:`curated_lake` with a tiny reward model trained and registered, made once: never written, tests take copies
     (:func:`ready_lake`). The model's folder sits beside it and the copies' model rows point there."""
     from prefhouse.training.train_rm import train_reward_model
@@ -69,7 +76,7 @@ def ready_template(curated_lake: Lake, tiny_model: str, tmp_path_factory: pytest
     def build(folder: Path) -> None:
         train_reward_model(copy_lake(curated_lake, folder / "lake"), rm_settings(tiny_model), folder / "models", progress=False)
 
-    return Lake(str(built_once(tmp_path_factory, "ready", build) / "lake"))
+    yield from unwritten(Lake(str(built_once(tmp_path_factory, "ready", build) / "lake")))
 
 
 @pytest.fixture

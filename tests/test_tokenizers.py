@@ -90,3 +90,17 @@ def test_a_turn_ends_at_any_stop_id(llama3_like: str, monkeypatch: pytest.Monkey
     out = engine.generate(prompts, 1, SamplingSettings(n=2, max_new_tokens=16, stop_token_ids=(eot,)), "p", "r", progress=False)
     assert out["response"].to_list() == ["yes", "yes"] and set(out["finish_reason"]) == {"stop"}
     assert stop_ids(llama3_like, tok) == [tok.eos_token_id]  # without the setting: EOS (its generation_config names no other)
+
+
+def test_the_engines_tokenizer_loads_once_until_its_folder_changes(llama3_like: str, tmp_path: Path) -> None:
+    import shutil
+
+    from prefhouse.training.models import ADDED_PAD_TOKEN, inference_tokenizer
+
+    folder = shutil.copytree(llama3_like, tmp_path / "model")
+    first = inference_tokenizer(str(folder))
+    assert inference_tokenizer(str(folder)) is first and first.pad_token == ADDED_PAD_TOKEN  # loaded once, with its distinct pad
+    config = folder / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 77}))  # the folder changed: loaded anew
+    again = inference_tokenizer(str(folder))
+    assert again is not first and again.model_max_length == 77 and again.pad_token == ADDED_PAD_TOKEN

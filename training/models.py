@@ -10,6 +10,7 @@ can be used instead of ``default``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import shutil
 import sys
@@ -64,6 +65,26 @@ def with_distinct_pad(tokenizer):
             tokenizer.add_special_tokens({"pad_token": ADDED_PAD_TOKEN})
     assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos, "pad must exist and differ from EOS"
     return tokenizer
+
+
+def inference_tokenizer(model_path: str):
+    """``model_path``'s tokenizer with a distinct pad (:func:`with_distinct_pad`), loaded once per process while its
+    files are unchanged, for the engines and scorers, which only encode and decode with it.
+
+    transformers takes 0.5 to 0.9 s to load SmolLM2's tokenizer here, and one process loads the same few again and
+    again: an iteration's generate, score and evaluate stages, each resumed stage, the loop's next iteration. The
+    trainers load their own: a Trainer may change the tokenizer it is given.
+    """
+    folder = Path(model_path)
+    files = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.iterdir() if f.is_file())) if folder.is_dir() else ()
+    return _tokenizer(model_path, files)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(model_path: str, files: tuple):  # files: the folder's state, part of the key so that a changed folder loads anew
+    from transformers import AutoTokenizer
+
+    return with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
 
 
 def needs_new_embeddings(model_config, tokenizer) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from prefhouse.pipelines.core.runlog import worker_name
-from prefhouse.training.models import fit_embeddings, with_distinct_pad
+from prefhouse.training.models import fit_embeddings, inference_tokenizer
 from tqdm import tqdm
 
 NOT_TRUNCATED, PROMPT_TRUNCATED, RESPONSE_TRUNCATED = "none", "prompt", "response"
@@ -58,9 +58,9 @@ class RewardScorer:
 
     def __init__(self, model_path: str, max_length: int = 2048, batch_tokens: int = 16_384, max_batch: int = 64):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+        self.tokenizer = inference_tokenizer(model_path)
         self.model = fit_embeddings(AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32),
                                     self.tokenizer).eval()
         self.model_id = model_path
@@ -149,9 +149,9 @@ class SequenceLogProbs:
 
     def __init__(self, model_path: str, batch_tokens: int = 8_192, max_batch: int = 32):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+        self.tokenizer = inference_tokenizer(model_path)
         self.model = fit_embeddings(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), self.tokenizer).eval()
         self.batch_tokens, self.max_batch = batch_tokens, max_batch
 

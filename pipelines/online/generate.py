@@ -88,10 +88,10 @@ class TransformersEngine:
 
     def __init__(self, model_path: str, batch_sequences: int = 64):
         import torch
-        from prefhouse.training.models import fit_embeddings, with_distinct_pad
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from prefhouse.training.models import fit_embeddings, inference_tokenizer
+        from transformers import AutoModelForCausalLM
 
-        self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+        self.tokenizer = inference_tokenizer(model_path)
         self.model = fit_embeddings(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), self.tokenizer).eval()
         self.batch_sequences, self.model_path = batch_sequences, model_path
 
@@ -163,8 +163,7 @@ class VllmEngine:
         import os
 
         import torch
-        from prefhouse.training.models import with_distinct_pad
-        from transformers import AutoTokenizer
+        from prefhouse.training.models import inference_tokenizer
         from vllm import LLM
 
         cpu = not torch.cuda.is_available()
@@ -174,7 +173,7 @@ class VllmEngine:
             if cores == list(range(len(cores))):  # by default vLLM keeps one core for itself: 2.8x the tokens/s with both here
                 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{len(cores) - 1}")
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        self.tokenizer = with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+        self.tokenizer = inference_tokenizer(model_path)
         self.model_path = model_path
         options = self._cpu_scheduling(model_path) if cpu else {"tensor_parallel_size": tensor_parallel_size,
                                                                   "gpu_memory_utilization": gpu_memory_utilization}
