@@ -296,6 +296,7 @@ def test_iteration_stages_survive_a_fault_at_every_commit(tmp_path: Path, monkey
         f"iteration.initial_policy={tiny_model}", "prompts.m=4", "generate.n=2", "generate.max_new_tokens=4",
         "generate.engine=transformers", "generate.chunk_prompts=2",
     ])
+
     def stages(lake: Lake) -> None:  # what run_iteration does, stopped before the report (the train stage has its own tests)
         todo = [s for s in pending_stages(lake, 1) if s in ONLINE_STAGES]
         Iteration(lake, 1, config, tmp_path / "models", tmp_path / "reports", progress=False).run(todo)
