@@ -67,6 +67,13 @@ def with_distinct_pad(tokenizer):
     return tokenizer
 
 
+def load_tokenizer(model_path: str):
+    """``model_path``'s tokenizer with a distinct pad (:func:`with_distinct_pad`), freshly loaded: what a trainer is given."""
+    from transformers import AutoTokenizer
+
+    return with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+
+
 def inference_tokenizer(model_path: str):
     """``model_path``'s tokenizer with a distinct pad (:func:`with_distinct_pad`), loaded once per process while its
     files are unchanged, for the engines and scorers, which only encode and decode with it.
@@ -76,15 +83,13 @@ def inference_tokenizer(model_path: str):
     trainers load their own: a Trainer may change the tokenizer it is given.
     """
     folder = Path(model_path)
-    files = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.iterdir() if f.is_file())) if folder.is_dir() else ()
-    return _tokenizer(model_path, files)
+    stats = ((f.name, f.stat()) for f in folder.iterdir() if f.is_file()) if folder.is_dir() else ()
+    return _tokenizer(model_path, tuple(sorted((name, st.st_mtime_ns, st.st_size) for name, st in stats)))
 
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer(model_path: str, files: tuple):  # files: the folder's state, part of the key so that a changed folder loads anew
-    from transformers import AutoTokenizer
-
-    return with_distinct_pad(AutoTokenizer.from_pretrained(model_path))
+    return load_tokenizer(model_path)
 
 
 def needs_new_embeddings(model_config, tokenizer) -> bool:

@@ -100,7 +100,7 @@ def train_dpo(
     """Train the policy for iteration ``iteration + 1`` (or find it if this exact job ran); returns its models row."""
     import torch
     from prefhouse.training.reference_logps import LakeDPOTrainer, ReferenceStore, encoding_key
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     policy_path, initial_path = on_main(models.resolve, policy, models_dir), on_main(models.resolve, initial, models_dir)
@@ -125,7 +125,7 @@ def train_dpo(
     run.versions_before = snapshot.versions
     t0 = time.perf_counter()
     with run.logged(lake) if is_main() else nullcontext():
-        tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(policy_path))
+        tokenizer = models.load_tokenizer(policy_path)
         store = ReferenceStore(lake, model_key(reference_path, models_dir), encoding_key(tokenizer, settings.max_length, settings.truncation_mode,
                                                                                              settings.resolved_precision()), run.run_id)
         all_ids = [r["pair_id"] for r in train_rows + eval_rows]

@@ -104,7 +104,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
     """
     from datasets import Dataset
     from prefhouse.training.scoring import RewardScorer
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
     snapshot = snapshot or resolve(lake, settings.selection(), columns="pair_id, prompt_id, source, iteration")
@@ -124,7 +124,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
     run.versions_before = snapshot.versions
     t0 = time.perf_counter()
     with run.logged(lake) if is_main() else nullcontext():
-        tokenizer = models.with_distinct_pad(AutoTokenizer.from_pretrained(base_path))
+        tokenizer = models.load_tokenizer(base_path)
         set_seed(settings.seed)  # the scalar head is initialised here, before the Trainer seeds anything
         model = models.fit_embeddings(AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1), tokenizer)
         dataset = Dataset.from_list([{"pair_id": r["pair_id"], "chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
