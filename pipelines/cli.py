@@ -9,7 +9,8 @@ Each subcommand is the job's own command line (``prefhouse curate --help`` lists
 default); the scripts of the card keep working (``python pipelines/run_iteration.py --iter 2``, ``python -m
 pipelines.sql …``) and answer with the same exit codes: 0 done, 1 a quality gate or report refused the
 work, 2 a usage, configuration, input or lake-state error, each with one line on standard error (``--debug``
-shows the traceback). A job's module is imported only when it runs, so ``prefhouse --help`` is instant.
+shows the traceback). A job's module is imported only when it runs: ``prefhouse --help`` imports no job, and
+``prefhouse <job> --help`` only the job's parser (``pipelines/parsers.py``), which imports no data library.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+from prefhouse.pipelines.core.config import answer_help
 from prefhouse.pipelines.core.errors import OK, USAGE, run
+from prefhouse.pipelines.parsers import PARSERS
 
 JOBS: dict[str, tuple[str, str]] = {  # subcommand: (module with main(argv), what it does)
     "curate": ("prefhouse.pipelines.curate", "raw source files -> the lake's pairs, prompts, quarantine and run log"),
@@ -26,11 +29,13 @@ JOBS: dict[str, tuple[str, str]] = {  # subcommand: (module with main(argv), wha
     "loop": ("prefhouse.pipelines.run_loop", "the main job: curate, reward model, iterations 1..K, SQL summary"),
     "train-rm": ("prefhouse.training.train_rm", "train the reward model on a lake snapshot"),
     "train-dpo": ("prefhouse.training.train_dpo", "DPO on a lake snapshot, behind the quality report"),
-    "sql": ("prefhouse.pipelines.core.sql", "read-only SQL over the lake (named queries, files or SELECT text)"),
+    "sql": ("prefhouse.pipelines.sql", "read-only SQL over the lake (named queries, files or SELECT text)"),
     "report": ("prefhouse.quality.report", "the data-quality report before DPO round N"),
     "export": ("prefhouse.training.export", "a snapshot as Parquet in TRL's preference layout, with a dataset card"),
     "maintain": ("prefhouse.pipelines.maintain", "optimize (compact, z-order) or vacuum lake tables"),
 }
+
+
 def usage() -> str:
     width = max(map(len, JOBS))
     lines = ["usage: prefhouse <job> [options]    (prefhouse <job> --help: the job's options and settings)", "", "jobs:"]
@@ -48,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if job not in JOBS:
         print(f"error: unknown job {job!r}\n\n{usage()}", file=sys.stderr)
         return USAGE
-    module = importlib.import_module(JOBS[job][0])
     sys.argv[0] = f"prefhouse {job}"
+    answer_help(PARSERS[job], rest)  # a --help builds only the job's parser: nothing of the job is imported
+    module = importlib.import_module(JOBS[job][0])
     return run(module.main, rest)
 
 

@@ -11,7 +11,12 @@ named recipe rule) or quarantined (invalid, with a reason), and the counts land 
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.pipelines.sources.settings import curate_parser
+
+    answer_help(curate_parser)
+
 import functools
 import sys
 import time
@@ -23,16 +28,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.config import add_dataclass_flags, flag_layer
-from prefhouse.pipelines.core.errors import run as run_job
+from prefhouse.pipelines.core.config import flag_layer
 from prefhouse.pipelines.core.digests import DigestSet, digests
+from prefhouse.pipelines.core.errors import run as run_job
 from prefhouse.pipelines.core.ids import prompt_ids, trimmed, with_md5
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, Staging, staging
+from prefhouse.pipelines.core.lake import Lake, Staging, staging
+from prefhouse.pipelines.core.names import DEFAULT_SAMPLES
 from prefhouse.pipelines.core.runlog import RunRecord
 from prefhouse.pipelines.core.schema import INVALID
 from prefhouse.pipelines.core.settings import load_config, merge, parse_overrides
-from prefhouse.pipelines.sources import Adapter
-from prefhouse.pipelines.sources.base import REJECT_SCHEMA, rejects
+from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, rejects
 from prefhouse.pipelines.sources.reading import (
     InputReport,
     RawBatch,
@@ -43,15 +48,15 @@ from prefhouse.pipelines.sources.reading import (
     regroup,
     resolve_revision,
 )
+from prefhouse.pipelines.sources.registry import build_adapters
 from prefhouse.pipelines.sources.rules import apply_shared_rules, prompt_is_valid
-from prefhouse.pipelines.sources.settings import build_adapters, resolve_sources, rule_sections
+from prefhouse.pipelines.sources.settings import curate_parser as build_parser
+from prefhouse.pipelines.sources.settings import resolve_sources, rule_sections
 from prefhouse.quality.checks import pair_facts, prompt_facts, raw_facts
 from prefhouse.quality.gates import Gatekeeper, Verdict, validation_rows
 from prefhouse.quality.guard import enforce_gates
 from prefhouse.quality.suites import GateContext
 from tqdm import tqdm
-
-DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
 
 @dataclass
@@ -430,29 +435,6 @@ def format_summary(summaries: list[SourceSummary]) -> str:
             f"{s.pairs_new:10d} {s.pairs_duplicate:10d} {s.seconds:7.2f}"
         )
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python pipelines/curate.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Rule settings, in layers (later wins): defaults, --config, --set SOURCE.RULE=VALUE, each rule's own flag (listed above).",
-    )
-    parser.add_argument("--sources", default="all", help="all, mix1, mix2, or comma-separated source names (default: all)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_SAMPLES,
-                        help="read raw files from DIR/<source>/ (.jsonl/.json[.gz]/.parquet in the hub schema); default: the bundled samples")
-    parser.add_argument("--hub", action="store_true", help="load from the Hugging Face hub with datasets.load_dataset at the pinned revisions (needs network)")
-    parser.add_argument("--lake", default=DEFAULT_LAKE, help=f"lake URI: a folder or an object-store URI (default: {DEFAULT_LAKE})")
-    parser.add_argument("--config", type=Path, help="TOML file of rule settings, one [source] table each, plus [shared]")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SOURCE.RULE=VALUE",
-                        help="override one rule setting, e.g. --set shp.min_score_ratio=3 (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    parser.add_argument("--debug", action="store_true", help="on an error, print the whole traceback instead of one line")
-    for section, settings in rule_sections().items():  # --shp.min_score_ratio 3, …: every rule with its help and default
-        add_dataclass_flags(parser, settings, section)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

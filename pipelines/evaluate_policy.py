@@ -11,26 +11,24 @@ default for a standalone evaluation) and are printed.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.pipelines.parsers import evaluate_parser
 
-from prefhouse.pipelines.core.config import add_config_arguments, layers_from_args
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+    answer_help(evaluate_parser)
+
+import sys
+
+from prefhouse.pipelines.core.config import layers_from_args
+from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.online.evaluate import evaluate
 from prefhouse.pipelines.online.stages import Iteration, IterationConfig, find_model, local_model
+from prefhouse.pipelines.parsers import evaluate_parser as build_parser
 from prefhouse.training import models
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="prefhouse evaluate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--model", required=True, help="the policy to evaluate: a registered model id, a path or a hub id")
-    parser.add_argument("--against", action="append", default=[], help="another policy to compare with (repeatable); π0 always is")
-    parser.add_argument("--iter", dest="iteration", type=int, default=0, help="the evaluations partition to record under (default 0: standalone)")
-    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
-    add_config_arguments(parser, IterationConfig.SECTIONS, DEFAULT_LAKE, aliases={"--engine": "generate.engine"})
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     config = IterationConfig.from_layers(layers_from_args(args))
     lake = Lake(args.lake)
     context = Iteration(lake, max(args.iteration, 1), config, args.models_dir)

@@ -13,15 +13,19 @@ a running writer has staged but not committed yet.
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.pipelines.parsers import maintain_parser
+
+    answer_help(maintain_parser)
+
 import sys
 
 import pyarrow as pa
 from deltalake import CommitProperties
-from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, writer_properties
+from prefhouse.pipelines.core.lake import Lake, writer_properties
 from prefhouse.pipelines.core.runlog import RunRecord
-
+from prefhouse.pipelines.parsers import maintain_parser as build_parser
 
 # Rewritten files hold row groups of this many rows: with one row group per file (delta-rs's default), a
 # lookup by the z-order column reads every file's projected columns whole; with small ones, pyarrow skips
@@ -69,14 +73,7 @@ def vacuum(lake: Lake, tables: list[str], retention_hours: int | None = None, ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.maintain", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["optimize", "vacuum"])
-    parser.add_argument("--lake", default=DEFAULT_LAKE)
-    parser.add_argument("--tables", default=S.PAIRS, help="comma-separated table names (default: pairs)")
-    parser.add_argument("--zorder", help="optimize: cluster by these comma-separated columns (e.g. pair_id)")
-    parser.add_argument("--retention-hours", type=int, help="vacuum: keep files referenced within this many hours (default: the table's, 168)")
-    parser.add_argument("--apply", action="store_true", help="vacuum: delete the files (without it, only list them)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     lake = Lake(args.lake)
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     if args.action == "optimize":

@@ -15,19 +15,25 @@ the iteration lock fails at once.
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.pipelines.parsers import iterate_parser
+
+    answer_help(iterate_parser)
+
 import sys
 import time
 from pathlib import Path
 
 from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.config import add_config_arguments, layers_from_args
+from prefhouse.pipelines.core.config import layers_from_args
 from prefhouse.pipelines.core.errors import run as run_job
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake, LakeError
+from prefhouse.pipelines.core.lake import Lake, LakeError
 from prefhouse.pipelines.online.draw_prompts import draw_prompts
 from prefhouse.pipelines.online.generate import pick_engine
 from prefhouse.pipelines.online.iterations import STAGES, IterationOrderError, pending_stages, require_previous_complete, stage_states
 from prefhouse.pipelines.online.stages import Iteration, IterationConfig
+from prefhouse.pipelines.parsers import iterate_parser as build_parser
 from prefhouse.training import models
 
 __all__ = ["Iteration", "IterationConfig", "main", "plan", "run_iteration"]
@@ -82,22 +88,6 @@ def run_iteration(lake: Lake, iteration: int, config: IterationConfig, from_stag
 def main(argv: list[str] | None = None) -> int:
     """Exit codes as every job's (:mod:`prefhouse.pipelines.core.errors`): 0 done, 1 a gate or the report refused, 2 usage."""
     return run_job(_iterate_command, argv)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python pipelines/run_iteration.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--iter", dest="iteration", type=int, required=True, help="the iteration to run (1, 2, …)")
-    parser.add_argument("--from-stage", choices=STAGES, help="re-run this stage and every later one")
-    parser.add_argument("--until", choices=STAGES, help="stop after this stage (e.g. report, then DPO on a cluster; the same command "
-                                                        "without --until then finds that model registered and goes on)")
-    parser.add_argument("--force", action="store_true", help="re-run every stage (rows already present are not written twice)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    parser.add_argument("--override-quality", action="store_true", help="train even if the quality report failed (recorded)")
-    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
-    parser.add_argument("--reports-dir", type=Path, default=None)
-    add_config_arguments(parser, IterationConfig.SECTIONS, DEFAULT_LAKE, aliases={"--engine": "generate.engine"})
-    return parser
 
 
 def _iterate_command(argv: list[str] | None) -> int:

@@ -13,15 +13,20 @@
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.pipelines.parsers import loop_parser
+
+    answer_help(loop_parser)
+
 import sys
 import time
-from pathlib import Path
 
-from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.config import build, layers_from_args
+from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import format_table, run_query
-from prefhouse.pipelines.curate import DEFAULT_SAMPLES, curate, format_summary
+from prefhouse.pipelines.curate import curate, format_summary
+from prefhouse.pipelines.parsers import loop_parser as build_parser
 from prefhouse.pipelines.run_iteration import IterationConfig, run_iteration
 from prefhouse.pipelines.sources.settings import resolve_sources
 from prefhouse.training import models
@@ -29,16 +34,7 @@ from prefhouse.training.train_rm import RewardModelSettings, train_reward_model
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python pipelines/run_loop.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--iterations", type=int, default=2, help="online iterations to run (default 2)")
-    parser.add_argument("--sources", default="all", help="sources to curate: all, mix1, mix2 or names (default: all)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_SAMPLES, help="raw files to curate (default: the bundled samples)")
-    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR)
-    parser.add_argument("--reports-dir", type=Path, default=None)
-    add_config_arguments(parser, {"reward_model": RewardModelSettings, **IterationConfig.SECTIONS}, DEFAULT_LAKE,
-                         aliases={"--engine": "generate.engine"})
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     layers = layers_from_args(args)  # every setting checked before any work
     config = IterationConfig.from_layers(layers)
     rm_settings = build(RewardModelSettings, layers, "reward_model")

@@ -9,19 +9,8 @@ found again and quarantined.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 from prefhouse.pipelines.core.text import roles_alternate, same_up_to_whitespace
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """Configured limits checked on every append (characters; generous defaults, tighten per project)."""
-
-    min_chars: int = 1
-    max_prompt_chars: int = 200_000
-    max_reply_chars: int = 100_000
 
 
 def _all_turns_filled(messages: pl.Expr) -> pl.Expr:

@@ -14,10 +14,10 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
 from prefhouse.pipelines.core.lake import Lake, Staging, staging
 from prefhouse.pipelines.core.runlog import RunRecord
-from prefhouse.quality.checks import Bounds, eval_response_facts, eval_score_facts, pair_facts, response_facts, score_facts
+from prefhouse.quality.checks import eval_response_facts, eval_score_facts, pair_facts, response_facts, score_facts
 from prefhouse.quality.gates import GateError, Gatekeeper, Verdict, validation_rows
+from prefhouse.quality.settings import Bounds
 from prefhouse.quality.suites import SUITE_VERSION, GateContext
-
 
 MISSING_SOURCE = "(missing)"  # the quarantine partition of a rejected row that names no source (the source_present gate)
 

@@ -14,7 +14,12 @@ correlation, a source's share drifting from the intended mixture) are listed at 
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.quality.settings import report_parser
+
+    answer_help(report_parser)
+
 import base64
 import html
 import io
@@ -28,24 +33,14 @@ import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.errors import Refused
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.lake import Lake
+from prefhouse.pipelines.core.names import DEFAULT_REPORTS as DEFAULT_OUT
 from prefhouse.pipelines.core.sql import connect
-from prefhouse.quality.checks import Bounds, pair_facts
+from prefhouse.quality.checks import pair_facts
 from prefhouse.quality.gates import judge
+from prefhouse.quality.settings import ReportSettings
+from prefhouse.quality.settings import report_parser as build_parser
 from prefhouse.quality.suites import GateContext
-
-DEFAULT_OUT = Path("data/reports")
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """Thresholds of the report's warnings."""
-
-    max_mean_length_correlation: float = 0.2  # paper Fig. 5: 0.06 for their RM, 0.19 for UltraRM-13B
-    min_responses_for_correlation: int = 3
-    mixture: dict[str, float] | None = None  # intended share per source; None: no drift check
-    share_tolerance: float = 0.05  # absolute difference in share that raises a warning
-    bounds: Bounds = Bounds()
 
 
 @dataclass(frozen=True)
@@ -478,14 +473,7 @@ img{{max-width:100%}}</style></head><body>
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quality.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iter", dest="iteration", type=int, required=True, help="the DPO round: the snapshot is every pair with iteration <= N")
-    parser.add_argument("--lake", default=DEFAULT_LAKE)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for the report (default: {DEFAULT_OUT}/iteration-N/)")
-    parser.add_argument("--max-length-correlation", type=float, default=ReportSettings.max_mean_length_correlation)
-    parser.add_argument("--mixture", help="intended shares, e.g. hh_rlhf=0.3,shp=0.2 (warns when a source drifts)")
-    parser.add_argument("--share-tolerance", type=float, default=ReportSettings.share_tolerance)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     mixture = {k: float(v) for k, v in (p.split("=") for p in args.mixture.split(","))} if args.mixture else None
     settings = ReportSettings(max_mean_length_correlation=args.max_length_correlation, mixture=mixture, share_tolerance=args.share_tolerance)
     report = build_report(Lake(args.lake), args.iteration, args.out, settings)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prefhouse.quality.checks import Bounds
+from prefhouse.quality.settings import Bounds
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation

@@ -14,8 +14,8 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
 from prefhouse.pipelines.curate import curate, main
-from prefhouse.pipelines.sources import ADAPTERS
 from prefhouse.pipelines.sources.reading import InputError
+from prefhouse.pipelines.sources.registry import ADAPTERS
 
 from .conftest import SAMPLES
 
@@ -175,7 +175,7 @@ def test_hub_loads_are_pinned_to_the_resolved_commit(tmp_path: Path, monkeypatch
     """An adapter without a pinned revision records the commit the hub resolved, in pairs and in the run log."""
     import datasets
     from huggingface_hub import HfApi
-    from prefhouse.pipelines.sources import ADAPTERS
+    from prefhouse.pipelines.sources.registry import ADAPTERS
 
     assert ADAPTERS[SOURCE].hub_revision is None
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -18,7 +18,7 @@ from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
 from prefhouse.pipelines.curate import curate, main
-from prefhouse.pipelines.sources import ADAPTERS, reading
+from prefhouse.pipelines.sources import reading
 from prefhouse.pipelines.sources.base import append_turn
 from prefhouse.pipelines.sources.reading import (
     InputReport,
@@ -28,6 +28,7 @@ from prefhouse.pipelines.sources.reading import (
     read_hub,
     regroup,
 )
+from prefhouse.pipelines.sources.registry import ADAPTERS
 
 from .conftest import REPO, SAMPLES
 

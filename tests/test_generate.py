@@ -65,7 +65,7 @@ def test_sampling_settings_split_and_validate() -> None:
     assert SamplingSettings(n=5).per_temperature() == [(1.0, 3), (0.7, 2)]
     with pytest.raises(ValueError, match="at least 1"):
         SamplingSettings(n=0)
-    from prefhouse.pipelines.online.stages import GenerateSettings
+    from prefhouse.pipelines.online.settings import GenerateSettings
 
     with pytest.raises(ValueError, match="at least 2"):  # the online iteration's pairs need two responses; evaluation needs one
         GenerateSettings(n=1)

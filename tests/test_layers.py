@@ -17,6 +17,7 @@ LAYERS = {
     "quality": 1,
     "pipelines.sources": 2, "pipelines.online": 2, "training": 2, "pipelines.curate": 2,
     "pipelines.cli": 3, "pipelines.run_loop": 3, "pipelines.run_iteration": 3, "pipelines.evaluate_policy": 3, "pipelines.sql": 3, "pipelines.maintain": 3,
+    "pipelines.parsers": 3,
 }
 
 

@@ -45,13 +45,15 @@ def test_wheel_installs_and_runs_from_any_folder(tmp_path: Path) -> None:
 
 
 def test_help_imports_nothing_heavy() -> None:
-    """``--help`` of every job must be instant: no Great Expectations, torch, transformers, TRL, vLLM or matplotlib."""
+    """``--help`` of every job must be instant: no data library (polars, pyarrow, DuckDB, deltalake, numpy, pandas), no
+    Great Expectations, torch, transformers, TRL, vLLM or matplotlib: only the job's parser (``pipelines/parsers.py``)."""
     import subprocess
     import sys
 
     from prefhouse.pipelines.cli import JOBS
 
-    heavy = ("great_expectations", "torch", "transformers", "trl", "vllm", "matplotlib", "datasets", "ray", "accelerate", "deepspeed")
+    heavy = ("polars", "pyarrow", "duckdb", "deltalake", "numpy", "pandas", "great_expectations", "torch", "transformers", "trl", "vllm",
+             "matplotlib", "datasets", "ray", "accelerate", "deepspeed")
     script = (
         "import contextlib, io, sys\n"
         "from prefhouse.pipelines.cli import main\n"

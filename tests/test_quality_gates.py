@@ -11,9 +11,10 @@ import pytest
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.sql import run_query
-from prefhouse.quality.checks import Bounds, eval_response_facts, eval_score_facts, pair_facts, prompt_facts, raw_facts, shares_context
+from prefhouse.quality.checks import eval_response_facts, eval_score_facts, pair_facts, prompt_facts, raw_facts, shares_context
 from prefhouse.quality.gates import GateError, judge
 from prefhouse.quality.guard import append_pairs
+from prefhouse.quality.settings import Bounds
 from prefhouse.quality.suites import SUITES, GateContext
 
 
@@ -468,6 +469,7 @@ def test_curation_drops_and_quarantines_what_a_pair_gate_rejects(lake: Lake, mon
 
     import prefhouse.pipelines.curate as curate_module
     from prefhouse.pipelines.curate import curate
+
     from tests.conftest import SAMPLES
 
     curate(["shp"], lake, SAMPLES, progress=False)
@@ -498,6 +500,7 @@ def test_curation_drops_and_quarantines_what_a_prompt_gate_rejects(lake: Lake, m
     suite drops it and quarantines it with its origin, and the rest of the run lands."""
     import prefhouse.pipelines.curate as curate_module
     from prefhouse.pipelines.curate import curate
+
     from tests.conftest import SAMPLES
 
     monkeypatch.setattr(curate_module, "prompt_is_valid", lambda prompt: pl.lit(True))

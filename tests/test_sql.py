@@ -12,7 +12,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from prefhouse.pipelines.core.lake import Lake
-from prefhouse.pipelines.core.sql import main, named_queries, run_query, sql_literal
+from prefhouse.pipelines.core.sql import named_queries, run_query, sql_literal
+from prefhouse.pipelines.sql import main
 
 from .conftest import REPO
 
@@ -322,7 +323,6 @@ def test_only_read_statements_get_the_files(curated_lake: Lake, tmp_path: Path) 
 
 def test_a_direct_connection_reads_no_file_but_the_lake_s(curated_lake: Lake, tmp_path: Path) -> None:
     import pyarrow as pa
-
     from prefhouse.pipelines.core.sql import connect
 
     other = tmp_path / "other.parquet"

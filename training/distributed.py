@@ -11,6 +11,7 @@ use it alike.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -106,3 +107,13 @@ def launch(module: str, argv: list[str], num_processes: int, config_file: str | 
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
         raise RuntimeError(f"{module} under accelerate launch exited with {proc.returncode}:\n{tail}")
+
+
+def single_process_env() -> None:
+    """The torch.distributed variables a launcher would set, for a single process (kept when already set)."""
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)

@@ -13,7 +13,12 @@ pick up files no version references (uncommitted or removed); the export reads t
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.training.settings import export_parser
+
+    answer_help(export_parser)
+
 import json
 import os
 import sys
@@ -23,9 +28,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prefhouse.pipelines.core.config import add_dataclass_flags, dataclass_from_flags
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.config import dataclass_from_flags
+from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.runlog import code_version
+from prefhouse.training.settings import export_parser as build_parser
 from prefhouse.training.snapshot import Selection, Snapshot, resolve
 
 COLUMNS = "pair_id, prompt_id, source, iteration, split, prompt, chosen, rejected, chosen_score, rejected_score"
@@ -105,16 +111,6 @@ def push_to_hub(out: Path, repo_id: str, snapshot: Snapshot) -> None:  # pragma:
     api.create_branch(repo_id, branch=snapshot.snapshot_hash, repo_type="dataset", exist_ok=True)
     api.upload_folder(repo_id=repo_id, folder_path=str(out), repo_type="dataset", revision=snapshot.snapshot_hash,
                       commit_message=f"prefhouse snapshot {snapshot.snapshot_hash}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prefhouse export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder to write train.parquet, eval.parquet and README.md into")
-    parser.add_argument("--lake", default=DEFAULT_LAKE, help=f"lake URI (default: {DEFAULT_LAKE})")
-    parser.add_argument("--pairs-version", type=int, help="read pairs at this version (default: the latest)")
-    parser.add_argument("--push-to-hub", metavar="REPO", help="also upload to this hub dataset repository, revision = snapshot hash (needs network)")
-    add_dataclass_flags(parser, Selection, "selection", prefixed=False)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

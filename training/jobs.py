@@ -13,145 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pyarrow.compute as pc
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake
-from prefhouse.pipelines.core.settings import setting
-from prefhouse.training.distributed import config_path, is_main, launch, wait_for_everyone, world_size
-from prefhouse.training.snapshot import PairChoice, Selection
-
-DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
-
-
-@dataclass(frozen=True)
-class Optimisation(PairChoice):
-    """Trainer settings both jobs take, after the pairs they choose (the recipe's values live in the presets)."""
-
-    learning_rate: float = setting(5e-7, "peak learning rate")
-    epochs: float = setting(1.0, "passes over the training pairs")
-    per_device_batch_size: int = setting(8, "pairs per device per step")
-    gradient_accumulation_steps: int = setting(1, "steps accumulated per optimiser update")
-    max_length: int = setting(2048, "longest prompt + response, in tokens")
-    warmup_ratio: float = setting(0.03, "share of steps spent warming up the learning rate")
-    lr_scheduler: str = setting("cosine", "transformers' scheduler name")
-    seed: int = setting(42, "training and data seed")
-    deepspeed: str | None = setting(None, "zero2 | zero3 (training/deepspeed/) | a DeepSpeed JSON config path")
-    precision: str = setting("auto", "auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp32")
-    gradient_checkpointing: bool = setting(True, "recompute activations in the backward pass: less memory, more time (TRL's default)")
-    report_to: str = setting("none", "experiment tracker of the Trainer: none | trackio (runs kept locally) | wandb | tensorboard; "
-                                     "every logged step also lands in the lake's training_logs table whatever this says")
-    save_steps: int = setting(0, "save a checkpoint every this many optimiser steps (0: none); the same job after a kill resumes "
-                                 "from the last one, in the model's hidden staging folder")
-    launcher: str = setting("inprocess", "inprocess: train in this process | accelerate: under accelerate launch, num_processes "
-                                         "processes (the iteration's train stage and the job's own command alike)")
-    num_processes: int = setting(1, "processes of accelerate launch (one per GPU); global batch = per_device x accumulation x this")
-    accelerate_config: str | None = setting(None, "accelerate config file (a path, or deepspeed_zero2 | deepspeed_zero3 of training/accelerate/); "
-                                                  "default: DeepSpeed ZeRO-3 on GPUs, gloo processes on CPU")
-    trainer: dict = setting(help="raw options of TRL's config (DPOConfig for [dpo], RewardConfig for [reward_model]), checked by "
-                                 "its fields and passed last: a TOML table [dpo.trainer], or --set dpo.trainer.max_grad_norm=0.5", factory=dict)
-
-    TRAINER_CONFIG: ClassVar[str] = "RewardConfig"  # the TRL config class whose fields ``trainer`` may set
-    JOB_OWNS: ClassVar[tuple[str, ...]] = ("output_dir", "resume_from_checkpoint")
-
-    def __post_init__(self) -> None:
-        if self.learning_rate <= 0 or self.epochs <= 0 or self.per_device_batch_size < 1 or self.gradient_accumulation_steps < 1:
-            raise ValueError("learning_rate and epochs must be positive, batch sizes at least 1")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
-        if self.deepspeed:
-            deepspeed_config(self.deepspeed)  # fails now, not after the data is read
-        if self.save_steps < 0 or self.num_processes < 1:
-            raise ValueError("save_steps must be 0 or more, num_processes at least 1")
-        if self.launcher not in ("inprocess", "accelerate"):
-            raise ValueError(f"launcher must be inprocess or accelerate, not {self.launcher!r}")
-        if self.accelerate_config:
-            config_path(self.accelerate_config)
-        if self.trainer:
-            object.__setattr__(self, "trainer", check_trainer_options(self.TRAINER_CONFIG, self.trainer, self.JOB_OWNS))
-
-    def selection(self, iterations: str = "offline", max_iteration: int = 0) -> Selection:
-        choice = {f.name: getattr(self, f.name) for f in fields(PairChoice)}
-        return Selection(**choice, iterations=iterations, max_iteration=max_iteration, seed=self.seed)
-
-    def resolved_precision(self) -> str:
-        """``bf16`` or ``fp32``: what the Trainer computes in (and so what stored reference log-probs were computed in)."""
-        if self.precision != "auto":
-            return self.precision
-        import torch
-
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-
-    def trainer_kwargs(self, output_dir: Path, **job: Any) -> dict:
-        """Keyword arguments of TRL's RewardConfig / DPOConfig: the common ones, then the job's own (``job``), then the
-        raw ``trainer`` table, which wins over both."""
-        import torch
-
-        kwargs = dict(
-            output_dir=str(output_dir), learning_rate=self.learning_rate, num_train_epochs=self.epochs,
-            per_device_train_batch_size=self.per_device_batch_size, per_device_eval_batch_size=self.per_device_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps, max_length=self.max_length,
-            warmup_steps=self.warmup_ratio, lr_scheduler_type=self.lr_scheduler, seed=self.seed, data_seed=self.seed,
-            report_to=self.report_to, logging_steps=1, use_cpu=not torch.cuda.is_available(),
-            bf16=self.resolved_precision() == "bf16", gradient_checkpointing=self.gradient_checkpointing, dataset_num_proc=None,
-            save_strategy="steps" if self.save_steps else "no", save_steps=self.save_steps or 500, save_total_limit=1,
-        )
-        if self.deepspeed:
-            kwargs["deepspeed"] = str(deepspeed_config(self.deepspeed))
-            single_process_env()
-        return {**kwargs, **job, **self.trainer}
-
-
-def _literal(value: Any) -> Any:
-    """A ``--set`` text as the JSON value it spells (``0.5``, ``true``, ``[1, 2]``), else the text itself; other values as given."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
-def check_trainer_options(config_class: str, options: dict, job_owns: tuple[str, ...]) -> dict:
-    """``options`` with their values parsed, if every key is a field of TRL's ``config_class`` the job does not set itself."""
-    import dataclasses
-
-    import trl
-
-    known = {f.name for f in dataclasses.fields(getattr(trl, config_class)) if f.init}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"trainer option(s) {', '.join(unknown)} are not fields of trl.{config_class}")
-    owned = sorted(set(options) & set(job_owns))
-    if owned:
-        raise ValueError(f"trainer option(s) {', '.join(owned)} are set by the job itself")
-    return {k: _literal(v) for k, v in sorted(options.items())}
-
-
-def deepspeed_config(name: str) -> Path:
-    path = DEEPSPEED_DIR / f"{name}.json" if name in ("zero2", "zero3") else Path(name)
-    if not path.exists():
-        raise ValueError(f"DeepSpeed config {name!r} not found (zero2, zero3 or a JSON path)")
-    json.loads(path.read_text())
-    return path
-
-
-def single_process_env() -> None:
-    """The torch.distributed variables a launcher would set, for a single process (kept when already set)."""
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
-        os.environ.setdefault(key, value)
+from prefhouse.training.distributed import is_main, launch, wait_for_everyone, world_size
+from prefhouse.training.settings import Optimisation
 
 
 def model_key(path: str, models_dir: Path) -> str:
@@ -269,10 +141,3 @@ def launch_job(module: str, section: str, settings: Optimisation, lake: Lake, mo
     if done is None:
         raise RuntimeError(f"the launched job ended without registering {model_id}")
     return done
-
-
-def add_job_arguments(parser) -> None:
-    """The flag both training jobs take beyond their settings: where models go."""
-    from prefhouse.training import models
-
-    parser.add_argument("--models-dir", type=Path, default=models.DEFAULT_DIR, help=f"where models are saved (default: {models.DEFAULT_DIR})")

@@ -13,69 +13,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.lake import Lake, LakeError
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.core.sql import connect, reads_only, sql_literal
-from prefhouse.pipelines.sources import MIXTURES
-
-
-@dataclass(frozen=True)
-class PairChoice:
-    """Which sources, and how many of each one's pairs: what a training job's settings choose ([reward_model], [dpo])."""
-
-    mixture: str = setting("mix2", "offline sources: mix1 | mix2 (RECIPE §1) | all")
-    sources: tuple[str, ...] = setting((), "explicit sources instead of the mixture (comma-separated; online for online pairs)")
-    caps: dict[str, int] = setting(help="at most this many pairs of a source (JSON object)", factory=dict)
-    fractions: dict[str, float] = setting(help="keep this share of a source's pairs (JSON object)", factory=dict)
-    size_matched: int | None = setting(None, "keep this many pairs of every offline source (Tulu 2.5: 60,908); online pairs are never sub-sampled")
-    where: str | None = setting(None, "a SQL condition over pairs")
-    eval_fraction: float = setting(0.0, "share of prompts held out for evaluation (a prompt's pairs are all train or all eval)")
-    splits: str = setting("train", "train: only the sources' training splits (RewardBench's prior sets overlap their test splits) | eval: "
-                                   "only their evaluation splits (test, validation, dev…) | all")
-
-
-@dataclass(frozen=True)
-class Selection(PairChoice):
-    """Which pairs of the pinned lake a job trains and evaluates on: a :class:`PairChoice` plus which iterations.
-
-    mixture: ``mix1`` / ``mix2`` (RECIPE §1) or ``all``; ``sources`` overrides it when given. Online pairs
-    (source ``online``) are included per ``iterations``.
-    iterations: ``all`` (the selected offline pairs and every online pair up to ``max_iteration``; the paper's
-    DPO trains on the online pairs of every iteration so far, which is ``all`` with ``sources = online``, as the
-    paper preset sets), ``latest`` (public scripts: only iteration ``max_iteration``'s online pairs), or ``offline``.
-    caps / fractions: per-source maximum pair count / share kept. size_matched: keep this many pairs of
-    every offline source (Tulu 2.5 sub-samples each dataset to 60,908; online pairs are never sub-sampled). where: a SQL condition over ``pairs``.
-    eval_fraction: share of prompts held out for evaluation; a prompt's pairs are all train or all eval.
-    """
-
-    iterations: str = setting("all", "all (the offline selection and every online pair so far; paper, with sources = online) | latest (that iteration's only) | offline")
-    max_iteration: int = setting(0, "the last iteration whose online pairs are read")
-    seed: int = setting(42, "seed of every random choice (sub-sampling, held-out prompts)")
-
-    def __post_init__(self) -> None:
-        if self.mixture not in (*MIXTURES, "all"):
-            raise ValueError(f"mixture must be one of {', '.join(MIXTURES)}, all; not {self.mixture!r}")
-        if self.iterations not in ("all", "latest", "offline"):
-            raise ValueError(f"iterations must be all, latest or offline; not {self.iterations!r}")
-        if self.splits not in ("train", "eval", "all"):
-            raise ValueError(f"splits must be train, eval or all; not {self.splits!r}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError("eval_fraction must be in [0, 1)")
-        if self.where and re.search(r";|\b(copy|attach|install|load|pragma|set)\b", self.where, re.I):
-            raise ValueError("where must be a single SQL condition")
-
-    def offline_sources(self) -> list[str]:
-        if self.sources:
-            return [s for s in self.sources if s != "online"]
-        from prefhouse.pipelines.sources import ADAPTERS
-
-        return list(ADAPTERS) if self.mixture == "all" else MIXTURES[self.mixture]
+from prefhouse.training.settings import Selection
 
 
 @dataclass

@@ -17,24 +17,25 @@ job checkpoints, and the same command after a kill resumes from the last checkpo
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.training.settings import train_dpo_parser
+
+    answer_help(train_dpo_parser)
+
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar
 
 from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.config import build, layers_from_args
+from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.runlog import RunRecord
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
 from prefhouse.training.distributed import is_main, on_main, world_size
 from prefhouse.training.jobs import (
-    Optimisation,
-    add_job_arguments,
     finished_model,
     job_model_id,
     last_checkpoint,
@@ -46,34 +47,9 @@ from prefhouse.training.jobs import (
     staged_output,
 )
 from prefhouse.training.lineage import register_model
+from prefhouse.training.settings import DPOSettings
+from prefhouse.training.settings import train_dpo_parser as build_parser
 from prefhouse.training.snapshot import Snapshot, resolve
-
-
-@dataclass(frozen=True)
-class DPOSettings(Optimisation):
-    learning_rate: float = setting(5e-7, "peak learning rate (RECIPE §4: 5e-7)")
-    epochs: float = setting(2.0, "passes over the pairs (RECIPE §4: 2)")
-    beta: float = setting(0.1, "DPO's β, the KL strength")
-    loss_type: str = setting("sigmoid", "TRL's DPO loss: sigmoid (DPO, the paper) | ipo | hinge | robust | … (DPOConfig.loss_type)")
-    label_smoothing: float = setting(0.0, "assumed share of flipped labels (cDPO / robust DPO); 0: plain DPO")
-    reference: str = setting("initial", "initial: π0 fixed (paper) | previous: the policy being trained (public scripts)")
-    pairs: str = setting("all", "all: every historical pair (paper) | latest: only iteration N's | offline")
-    truncation_mode: str = setting("keep_start", "how TRL cuts a pair over max_length: keep_start | keep_end")
-    store_reference_logps: bool = setting(True, "reuse the reference log-probs stored in the lake; false: the reference model runs on every batch")
-    precompute_batch_size: int = setting(8, "pairs per batch when computing reference log-probs")
-
-    TRAINER_CONFIG: ClassVar[str] = "DPOConfig"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.reference not in ("initial", "previous"):
-            raise ValueError(f"reference must be initial or previous, not {self.reference!r}")
-        if self.pairs not in ("all", "latest", "offline"):
-            raise ValueError(f"pairs must be all, latest or offline, not {self.pairs!r}")
-        if self.beta <= 0:
-            raise ValueError("beta must be positive")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError("label_smoothing must be in [0, 0.5)")
 
 
 def quality_gate(lake: Lake, iteration: int, override: bool, snapshot: Snapshot, report=None, reports_dir: Path | None = None) -> dict:
@@ -180,16 +156,7 @@ def train_dpo(
 
 
 def main(argv: list[str] | None = None) -> int:
-
-    parser = argparse.ArgumentParser(prog="python training/train_dpo.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iter", dest="iteration", type=int, required=True, help="train on pairs up to this iteration (0: offline only)")
-    parser.add_argument("--policy", default=models.DEFAULT, help="the model to train (default: the embedded SmolLM2)")
-    parser.add_argument("--initial", default=models.DEFAULT, help="π0, the reference when dpo.reference=initial")
-    parser.add_argument("--override-quality", action="store_true", help="train even if the quality report failed (recorded)")
-    parser.add_argument("--reports-dir", type=Path, default=None)
-    add_config_arguments(parser, {"dpo": DPOSettings}, DEFAULT_LAKE, aliases={"--deepspeed": "dpo.deepspeed"})
-    add_job_arguments(parser)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     layers = layers_from_args(args)
     settings = build(DPOSettings, layers, "dpo")
     row = train_dpo(Lake(args.lake), settings, args.iteration, args.policy, args.initial, args.models_dir, args.override_quality,

@@ -14,24 +14,26 @@ per-prompt reward/length Pearson correlation of the paper's Figure 5. Metrics ar
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.config import answer_help
+    from prefhouse.training.settings import train_rm_parser
+
+    answer_help(train_rm_parser)
+
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.config import add_config_arguments, build, layers_from_args
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, Lake
+from prefhouse.pipelines.core.config import build, layers_from_args
+from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.core.runlog import RunRecord
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.training import models
 from prefhouse.training.distributed import is_main, on_main, world_size
 from prefhouse.training.jobs import (
-    Optimisation,
-    add_job_arguments,
     finished_model,
     job_model_id,
     last_checkpoint,
@@ -42,6 +44,8 @@ from prefhouse.training.jobs import (
     staged_output,
 )
 from prefhouse.training.lineage import register_model
+from prefhouse.training.settings import RewardModelSettings
+from prefhouse.training.settings import train_rm_parser as build_parser
 from prefhouse.training.snapshot import Snapshot, resolve
 
 # RewardBench-style categories of RECIPE §2 for our sources. Stated, not measured: chat = general helpfulness
@@ -53,14 +57,6 @@ CATEGORIES = {
     "ultrainteract_pair": "reasoning", "codeultrafeedback": "reasoning", "distilabel_math_preference_dpo": "reasoning",
     "online": "online",
 }
-
-
-@dataclass(frozen=True)
-class RewardModelSettings(Optimisation):
-    base_model: str = setting(models.DEFAULT, "the model given a scalar head (a path or hub id)")
-    learning_rate: float = setting(1e-5, "peak learning rate (RECIPE §2: 2e-6, or 1e-5 for small models)")
-    eval_fraction: float = setting(0.1, "share of prompts held out to measure accuracy")
-    min_responses_for_correlation: int = setting(3, "responses a prompt needs to enter the reward/length correlation")
 
 
 def evaluate(scorer, rows: list[dict], min_responses: int = 3, progress: bool = True) -> dict:
@@ -159,12 +155,7 @@ def train_reward_model(lake: Lake, settings: RewardModelSettings, models_dir: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python training/train_rm.py", description=__doc__.split("\n\n")[0])
-    add_config_arguments(parser, {"reward_model": RewardModelSettings}, DEFAULT_LAKE, aliases={"--deepspeed": "reward_model.deepspeed"})
-    add_job_arguments(parser)
-    parser.add_argument("--job-kind", choices=("reward_model", "judge"), default="reward_model",
-                        help="reward_model: the proxy the iterations score with | judge: the evaluation's second judge")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     layers = layers_from_args(args)
     settings = build(RewardModelSettings, layers, "reward_model")
     row = train_reward_model(Lake(args.lake), settings, args.models_dir, job_kind=args.job_kind)

@@ -10,7 +10,11 @@ raised before any work starts.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import importlib.util
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +132,39 @@ def layers_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     layers = merge(load_layers(args.preset, args.config, list(args.overrides)), flag_layer(args, args._sections))
     check_sections(layers)
     return layers
+
+
+# ---------------------------------------------------------------------------------------------- command lines
+# Every job's parser is built from settings dataclasses and core.names alone, in a module that imports no data
+# library (the job's settings module, or pipelines/parsers.py for the entry points), so that a --help costs an
+# interpreter's start-up; the job's main parses with the same function. pipelines/parsers.py names them all.
+
+
+def job_doc(module: str) -> str:
+    """A job module's docstring, read from its source without importing the module (and what it imports)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"no module {module}")
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text()), clean=False) or ""
+
+
+def job_summary(module: str) -> str:
+    """The first paragraph of a job module's docstring: its parser's description."""
+    return job_doc(module).split("\n\n")[0]
+
+
+def parser_with_examples(prog: str, module: str) -> argparse.ArgumentParser:
+    """A parser described by a job module's docstring: the first paragraph, then the rest (examples kept as written)."""
+    summary, _, rest = job_doc(module).partition("\n\n")
+    return argparse.ArgumentParser(prog=prog, description=summary, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=rest)
+
+
+def answer_help(build_parser: Callable[[], argparse.ArgumentParser], argv: list[str] | None = None) -> None:
+    """Print a job's help and exit if ``argv`` (default: the command line) asks for it, building only its parser.
+
+    ``prefhouse <job> --help`` and the card's scripts call it before importing the job (a script at its top,
+    before its own imports), so a help costs an interpreter's start-up, not polars, DuckDB or torch.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        build_parser().parse_args(argv)  # prints the help and exits

@@ -47,8 +47,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.errors import UsageError
-
-DEFAULT_LAKE = "data/lake"
+from prefhouse.pipelines.core.names import DEFAULT_LAKE
 
 Versions = dict[str, int]
 Partitions = Sequence[tuple[str, str, str]]  # Delta partition filters: (column, "=", value as text)

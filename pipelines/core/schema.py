@@ -10,44 +10,17 @@ schema), ``pair_sources`` (every copy of a pair seen, with its provenance: dedup
 from __future__ import annotations
 
 import pyarrow as pa
+# The table and source names live in core.names, so that a parser can show them without pyarrow; they are the schema's too.
+from prefhouse.pipelines.core.names import (
+    OFFLINE_SOURCES, ONLINE_SOURCE, FILTER, INVALID, EVAL_SPLIT, PAIRS,  # noqa: F401
+    PAIR_SOURCES, QUARANTINE, PROMPTS, RUNS, RUN_COUNTS, VALIDATIONS,  # noqa: F401
+    RESPONSES, SCORES, MODELS, ITERATIONS, TRAINING_PAIRS, REFERENCE_LOGPS,  # noqa: F401
+    DRAWN_PROMPTS, EVAL_PROMPTS, EVAL_RESPONSES, EVAL_SCORES, EVALUATIONS, TRAINING_LOGS,  # noqa: F401
+)
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-# The values of the pairs table's ``source`` partition: the ten curated sources (one adapter each, in
-# pipelines/sources/, which checks it has exactly these) and "online" for pairs the iterations made.
-OFFLINE_SOURCES = (
-    "hh_rlhf", "shp", "helpsteer", "pku_saferlhf_30k", "ultrafeedback", "ultrainteract_pair", "codeultrafeedback",
-    "distilabel_math_preference_dpo", "distilabel_intel_orca_dpo_pairs", "distilabel_capybara_dpo_7k_binarized",
-)
-ONLINE_SOURCE = "online"
-FILTER, INVALID = "filter", "invalid"  # quarantine kinds: a recipe rule dropped it, or the data is malformed
-
-# A split is an evaluation split when its last path part is (or starts with) test, validation, valid, eval or dev:
-# HH-RLHF's harmless-base/test, SHP's askscience/validation, HelpSteer's validation, UltraFeedback's test_prefs.
-# Training snapshots and the online prompt draw leave them out by default (RewardBench's prior sets overlap them).
-EVAL_SPLIT = r"(^|/)(test|validation|valid|eval|dev)([-_.][^/]*)?$"
-
-PAIRS = "pairs"
-PAIR_SOURCES = "pair_sources"
-QUARANTINE = "quarantine"
-PROMPTS = "prompts"
-RUNS = "runs"
-RUN_COUNTS = "run_counts"
-VALIDATIONS = "validations"
-RESPONSES = "responses"
-SCORES = "scores"
-MODELS = "models"
-ITERATIONS = "iterations"
-TRAINING_PAIRS = "training_pairs"
-REFERENCE_LOGPS = "reference_logps"
-DRAWN_PROMPTS = "drawn_prompts"
-EVAL_PROMPTS = "eval_prompts"
-EVAL_RESPONSES = "eval_responses"
-EVAL_SCORES = "eval_scores"
-EVALUATIONS = "evaluations"
-TRAINING_LOGS = "training_logs"
 
 
 def raw_table(source: str) -> str:

@@ -26,7 +26,6 @@ the lake.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -43,14 +42,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.lake import DEFAULT_LAKE, DataFiles, Lake, LakeError, Versions
+from prefhouse.pipelines.core.lake import DataFiles, Lake, LakeError, Versions
+from prefhouse.pipelines.core.names import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, VIEWS_FILE, named_queries
 
-SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
-VIEWS_FILE = SQL_DIR / "views.sql"
-FORMATS = ("table", "csv", "json", "parquet")
 TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,127}")  # what a lake table may be called; any other folder is ignored
-DEFAULT_MEMORY_LIMIT = "4GB"
-DEFAULT_TIMEOUT_S = 3600.0
 TERMINAL_ROWS = 200  # rows a table printed to the terminal shows (all of them go to --output)
 _TEMP_ROOT: tempfile.TemporaryDirectory | None = None
 
@@ -72,10 +67,6 @@ def quoted(name: str) -> str:
     if not TABLE_NAME.fullmatch(name):
         raise LakeError(f"{name!r} is not a table name (lower-case letters, digits and underscores)")
     return f'"{name}"'
-
-
-def named_queries() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(SQL_DIR.glob("*.sql")) if p.name != VIEWS_FILE.name}
 
 
 def resolve_query(spec: str) -> str:
@@ -454,46 +445,3 @@ def write_output(table: pa.Table, fmt: str, output: Path | None) -> None:
         partial.replace(output)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    names = ", ".join(named_queries())
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.sql",
-        description=__doc__.split("\n\n")[0],
-        epilog=f"Named queries: {names}.",
-    )
-    parser.add_argument("query", nargs="?", help="a named query, a .sql file, or SQL text")
-    parser.add_argument("--lake", default=DEFAULT_LAKE, help=f"lake URI (default: {DEFAULT_LAKE})")
-    parser.add_argument("--as-of", help="N (pairs version N, other tables as of its commit), TABLE=V[,…], an ISO timestamp, or run:RUN_ID")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a $NAME parameter of the query (repeatable)")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    parser.add_argument("--output", type=Path, help="write the result to this file instead of standard output (not inside the lake)")
-    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, help=f"DuckDB's memory limit; it spills beyond it (default: {DEFAULT_MEMORY_LIMIT})")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help=f"stop a query after this many seconds; 0: never (default: {DEFAULT_TIMEOUT_S:g})")
-    parser.add_argument("--list", action="store_true", help="list the named queries and the lake's tables with their versions")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    lake = Lake(args.lake)
-    try:
-        if args.list or not args.query:
-            for name, path in named_queries().items():
-                first = path.read_text().splitlines()[0].removeprefix("--").strip()
-                print(f"{name:24} {first}")
-            print()
-            for table, version in lake.versions().items():
-                print(f"{table:44} version {version}")
-            return 0
-        params = parse_params(args.param)
-        output = check_output(args.output, lake) if args.output else None
-        result = run_query(lake, args.query, args.as_of, params, args.memory_limit, args.timeout or None)
-        write_output(result, args.format, output)
-    except (ValueError, LakeError, duckdb.Error, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-

@@ -10,37 +10,13 @@ sum to m); a source with fewer fresh prompts than its quota gives the rest to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
 from prefhouse.pipelines.core.lake import Lake
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.online.evaluate import eval_prompt_ids
+from prefhouse.pipelines.online.settings import DrawSettings
 from prefhouse.quality.guard import used_prompts, used_response_prompts
-
-# The recipe's prompt pool (DIBT-10K is not among the ten curated sources, so it is not in the default).
-DEFAULT_POOL = {
-    "ultrafeedback": 0.4, "helpsteer": 0.1, "distilabel_intel_orca_dpo_pairs": 0.15,
-    "ultrainteract_pair": 0.2, "distilabel_capybara_dpo_7k_binarized": 0.15,
-}
-
-
-@dataclass(frozen=True)
-class DrawSettings:
-    m: int = setting(help="prompts to draw for the iteration (paper: 20,000)")
-    mixture: dict[str, float] = setting(help="share of the draw per source (JSON object); the default is stated against the paper's prompt sources in the README", factory=lambda: dict(DEFAULT_POOL))
-    seed: int = setting(42, "seed of the stratified draw")
-    splits: str = setting("train", "train: prompts of the sources' training splits, never one that also appears in an evaluation split | all")
-
-    def __post_init__(self) -> None:
-        if self.splits not in ("train", "all"):
-            raise ValueError(f"splits must be train or all; not {self.splits!r}")
-        if self.m <= 0:
-            raise ValueError("m must be positive")
-        if not self.mixture or any(v < 0 for v in self.mixture.values()) or sum(self.mixture.values()) <= 0:
-            raise ValueError("mixture needs non-negative shares that sum to more than 0")
 
 
 def used_prompt_ids(lake: Lake, iteration: int) -> set[str]:

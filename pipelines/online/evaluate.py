@@ -21,11 +21,8 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -33,39 +30,13 @@ import polars as pl
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
 from prefhouse.pipelines.core.lake import Lake
-from prefhouse.pipelines.core.settings import setting
-from prefhouse.pipelines.online.generate import SamplingSettings, load_engine
+from prefhouse.pipelines.online.generate import load_engine
+from prefhouse.pipelines.online.settings import EvaluateSettings
 from prefhouse.pipelines.online.win_rates import head_to_head, mean_with_interval
 from prefhouse.quality.guard import append_eval_responses, append_eval_scores, used_prompts, used_response_prompts
 
 if TYPE_CHECKING:
     from prefhouse.training.scoring import SequenceLogProbs
-
-
-@dataclass(frozen=True)
-class EvaluateSettings:
-    enabled: bool = setting(True, "run the evaluate stage at the end of every iteration")
-    prompts: int = setting(64, "size of the fixed evaluation set, drawn once (64 prompts: a win-rate interval of about ±12 points)")
-    samples: int = setting(1, "answers per prompt and policy (a prompt's reward is their mean)")
-    temperature: float = setting(1.0, "sampling temperature of the answers (1.0: the KL estimate is of the policy itself)")
-    max_new_tokens: int = setting(2048, "longest answer, in tokens")
-    seed: int = setting(7, "seed of the evaluation set's draw and of the answers' sampling")
-    judge: str = setting("train", "the second judge: train (a reward model by the [judge] section, trained once) | a registered "
-                                  "model id, path or hub id | none")
-    bootstrap: int = setting(1000, "bootstrap resamples of the prompts for each interval")
-
-    def __post_init__(self) -> None:
-        if self.prompts < 1 or self.samples < 1 or self.temperature <= 0 or self.max_new_tokens < 1 or self.bootstrap < 1:
-            raise ValueError("evaluate.prompts, samples, max_new_tokens and bootstrap must be positive, temperature above 0")
-
-    def sampling(self, stop_token_ids: tuple[int, ...] = ()) -> SamplingSettings:
-        return SamplingSettings(self.samples, (self.temperature,), self.max_new_tokens, self.seed, stop_token_ids)
-
-    @property
-    def key(self) -> str:
-        """What makes two answers comparable: the sampling settings (not the set size, the judge or the bootstrap)."""
-        spec = json.dumps(asdict(self.sampling()), sort_keys=True)
-        return hashlib.md5(spec.encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------- evaluation set

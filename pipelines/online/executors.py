@@ -16,37 +16,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.errors import UsageError
-from prefhouse.pipelines.core.settings import setting
+from prefhouse.pipelines.online.settings import ExecutorSettings
 
-EXECUTORS = ("local", "ray")
 Replica = Callable[[pl.DataFrame], pl.DataFrame]
-
-
-@dataclass(frozen=True)
-class ExecutorSettings:
-    """Settings every distributable stage shares (the ``[generate]`` and ``[score]`` sections)."""
-
-    executor: str = setting("local", "local: this process | ray: an actor pool on a Ray cluster (one model replica per actor)")
-    replicas: int = setting(1, "ray: model replicas (actors); each holds num_gpus GPUs (x tensor_parallel_size for vLLM)")
-    ray_address: str | None = setting(None, "ray: the cluster to join (auto | ray://host:10001); none: RAY_ADDRESS, else a new local Ray")
-    num_gpus: float = setting(0.0, "ray: GPUs per replica (1 on a GPU node)")
-    num_cpus: float = setting(1.0, "ray: CPUs per replica")
-
-    def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
-        if self.replicas < 1 or self.num_gpus < 0 or self.num_cpus < 0:
-            raise ValueError("replicas must be at least 1, num_gpus and num_cpus at least 0")
-        if self.executor == "local" and self.replicas != 1:
-            raise ValueError("replicas > 1 needs executor = ray")
-
-    def gpus_per_replica(self) -> float:
-        return self.num_gpus
 
 
 def run_shards(settings: ExecutorSettings, shards: list[pl.DataFrame], make_replica: Callable[[], Replica], what: str,

@@ -19,29 +19,8 @@ import polars as pl
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.ids import with_md5
 from prefhouse.pipelines.core.runlog import worker_name
-from prefhouse.pipelines.core.settings import setting
+from prefhouse.pipelines.online.settings import SamplingSettings, pick_engine
 from tqdm import tqdm
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    n: int = setting(8, "responses sampled per prompt")
-    temperatures: tuple[float, ...] = setting((1.0, 0.7), "temperatures the n samples are split over (paper: 1.0 and 0.7; the public loop scripts use 1.0 only)")
-    max_new_tokens: int = setting(2048, "longest response, in tokens")
-    seed: int = setting(42, "sampling seed; each prompt's seed derives from it, so a resumed stage reproduces its responses")
-    stop_token_ids: tuple[int, ...] = setting((), "token ids that end a response besides the tokenizer's EOS and the model's "
-                                                  "generation_config EOS list (Llama-3 chat models end a turn with <|eot_id|>)")
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError("n must be at least 1")
-        if not self.temperatures or any(t <= 0 for t in self.temperatures):
-            raise ValueError("temperatures must be positive")
-
-    def per_temperature(self) -> list[tuple[float, int]]:
-        """How many of the n samples each temperature gets (as even a split as n allows, first ones first)."""
-        k = len(self.temperatures)
-        return [(t, self.n // k + (1 if i < self.n % k else 0)) for i, t in enumerate(self.temperatures)]
 
 
 def stop_ids(model_path: str, tokenizer, extra: tuple[int, ...] = ()) -> list[int]:
@@ -219,20 +198,6 @@ class VllmEngine:
         if engine is not None and hasattr(engine, "engine_core"):
             engine.engine_core.shutdown()  # stops the spawned engine process now, not at interpreter exit
         del self.llm
-
-
-ENGINES = ("auto", "vllm", "transformers")
-
-
-def pick_engine(engine: str) -> str:
-    """``auto``: vLLM when it can be imported, else transformers."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if engine != "auto":
-        return engine
-    import importlib.util
-
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
 
 
 def load_engine(engine: str, model_path: str, seed: int = 42, **vllm_options) -> TransformersEngine | VllmEngine:

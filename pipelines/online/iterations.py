@@ -15,9 +15,7 @@ import pyarrow.dataset as pads
 from prefhouse.pipelines.core import schema as S
 from prefhouse.pipelines.core.errors import UsageError
 from prefhouse.pipelines.core.lake import Lake
-
-STAGES = ("prompts", "generate", "score", "select", "report", "train", "evaluate")
-POLICY_STAGE = "train"  # the stage whose policy the next iteration generates with
+from prefhouse.pipelines.online.settings import POLICY_STAGE, STAGES
 
 
 class IterationOrderError(UsageError):

@@ -15,22 +15,7 @@ from dataclasses import dataclass
 
 import polars as pl
 from prefhouse.pipelines.core.ids import with_md5
-from prefhouse.pipelines.core.settings import setting
-
-STRATEGIES = ("max_min", "max_random", "max_max", "random")
-
-
-@dataclass(frozen=True)
-class SelectSettings:
-    strategy: str = setting("max_min", "max_min (best vs worst, paper) | max_random | max_max | random")
-    length_penalty: float = setting(0.0, "λ of the ranking score r - λ·|a| (eq. 8); the paper's concise variant uses 0.001")
-    seed: int = setting(42, "seed of the random strategies")
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
-        if self.length_penalty < 0:
-            raise ValueError("length_penalty must be >= 0")
+from prefhouse.pipelines.online.settings import SelectSettings
 
 
 @dataclass

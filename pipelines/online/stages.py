@@ -12,109 +12,25 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
 
 import polars as pl
 import pyarrow.dataset as pads
 from prefhouse.pipelines.core import schema as S
-from prefhouse.pipelines.core.config import build, check_sections, load_layers
 from prefhouse.pipelines.core.lake import Lake, LakeError
 from prefhouse.pipelines.core.runlog import new_run_id
-from prefhouse.pipelines.core.settings import setting
-from prefhouse.pipelines.online.draw_prompts import DrawSettings, draw_prompts
-from prefhouse.pipelines.online.evaluate import EvaluateSettings, eval_prompt_set, evaluate
-from prefhouse.pipelines.online.executors import ExecutorSettings, run_shards
-from prefhouse.pipelines.online.generate import GenerateReplica, SamplingSettings, pick_engine
+from prefhouse.pipelines.online.draw_prompts import draw_prompts
+from prefhouse.pipelines.online.evaluate import eval_prompt_set, evaluate
+from prefhouse.pipelines.online.executors import run_shards
+from prefhouse.pipelines.online.generate import GenerateReplica, pick_engine
 from prefhouse.pipelines.online.iterations import IterationOrderError, latest_event, record
-from prefhouse.pipelines.online.select_pairs import SelectSettings, online_pairs, select_pairs
+from prefhouse.pipelines.online.select_pairs import online_pairs, select_pairs
+from prefhouse.pipelines.online.settings import IterationConfig
 from prefhouse.quality.guard import append_pairs, append_responses, append_scores
 from prefhouse.training import models
 from prefhouse.training.jobs import model_key
-from prefhouse.training.train_dpo import DPOSettings
-from prefhouse.training.train_rm import RewardModelSettings
-
-
-@dataclass(frozen=True)
-class GenerateSettings(SamplingSettings, ExecutorSettings):
-    engine: str = setting("auto", "auto | vllm | transformers")
-    chunk_prompts: int = setting(32, "prompts per commit of generation and scoring (a shard of the ray executor): what a crash can cost")
-    keep_truncated: bool = setting(True, "whether responses cut at max_new_tokens (finish_reason = length) may enter pairs; they are "
-                                         "stored and scored either way, and counted (the reference code keeps them)")
-    tensor_parallel_size: int = setting(1, "vLLM: GPUs one policy replica is split over (a policy that does not fit one GPU)")
-    gpu_memory_utilization: float = setting(0.9, "vLLM: share of each GPU's memory for weights and KV cache")
-    max_model_len: int | None = setting(None, "vLLM: longest prompt + response; none: the model's own")
-
-    def __post_init__(self) -> None:
-        SamplingSettings.__post_init__(self)
-        ExecutorSettings.__post_init__(self)
-        if self.n < 2:
-            raise ValueError("n must be at least 2: a pair needs two responses")
-        pick_engine(self.engine)
-        if self.chunk_prompts < 1 or self.tensor_parallel_size < 1 or not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError("chunk_prompts and tensor_parallel_size must be at least 1, gpu_memory_utilization in (0, 1]")
-
-    def sampling(self) -> SamplingSettings:
-        return SamplingSettings(self.n, self.temperatures, self.max_new_tokens, self.seed, self.stop_token_ids)
-
-    def gpus_per_replica(self) -> float:
-        return self.num_gpus * self.tensor_parallel_size
-
-    def vllm_options(self) -> dict:
-        return {"tensor_parallel_size": self.tensor_parallel_size, "gpu_memory_utilization": self.gpu_memory_utilization,
-                "max_model_len": self.max_model_len}
-
-
-@dataclass(frozen=True)
-class ScoreSettings(ExecutorSettings):
-    """How the online iteration scores its responses with the reward model (the ``[score]`` section)."""
-
-    max_length: int = setting(2048, "longest prompt + response the reward model reads, in tokens; longer ones lose the start of "
-                                     "the prompt, and a response longer on its own is scored on its first tokens (both counted)")
-    batch_tokens: int = setting(16_384, "tokens per scoring batch (length-bucketed, padded to the longest)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.max_length < 8 or self.batch_tokens < self.max_length:
-            raise ValueError("max_length must be at least 8 and batch_tokens at least max_length")
-
-
-@dataclass(frozen=True)
-class IterationSettings:
-    initial_policy: str = setting(models.DEFAULT, "π0: the policy of iteration 1 and the paper's fixed DPO reference (a path or hub id)")
-    reward_model: str = setting("latest", "latest: the newest registered reward model when iteration 1 scores, kept for every later "
-                                          "iteration (the paper's fixed proxy); or a model id, path or hub id")
-
-
-@dataclass(frozen=True)
-class IterationConfig:
-    prompts: DrawSettings
-    generate: GenerateSettings
-    score: ScoreSettings
-    select: SelectSettings
-    dpo: DPOSettings
-    iteration: IterationSettings
-    evaluate: EvaluateSettings
-    judge: RewardModelSettings
-
-    SECTIONS: ClassVar[dict[str, type]] = {"prompts": DrawSettings, "generate": GenerateSettings, "score": ScoreSettings,
-                                           "select": SelectSettings, "dpo": DPOSettings,
-                                           "iteration": IterationSettings, "evaluate": EvaluateSettings, "judge": RewardModelSettings}
-
-    @classmethod
-    def load(cls, preset: str = "cpu", config: Path | None = None, overrides: list[str] | None = None) -> IterationConfig:
-        """All sections built and checked: a bad value fails here, before any work."""
-        layers = load_layers(preset, config, overrides)
-        check_sections(layers)
-        return cls.from_layers(layers)
-
-    @classmethod
-    def from_layers(cls, layers: dict) -> IterationConfig:
-        """Every section built from merged layers (:func:`prefhouse.pipelines.core.config.layers_from_args`)."""
-        return cls(**{section: build(settings, layers, section) for section, settings in cls.SECTIONS.items()})
 
 
 def local_model(spec: str, models_dir: Path) -> tuple[str, str]:

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import RAW_INGEST_COLUMNS
-from prefhouse.pipelines.core.settings import setting
+from prefhouse.pipelines.sources.settings import RULES, NoRules, SharedRules
 
 MSG = pl.Struct({"role": pl.String, "content": pl.String})
 
@@ -48,7 +48,6 @@ REJECT_SCHEMA = {
     "rule": pl.String,
     "reason": pl.String,
 }
-
 
 
 def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:
@@ -125,14 +124,6 @@ def concat_rejects(frames: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema=REJECT_SCHEMA)
 
 
-@dataclass(frozen=True)
-class SharedRules:
-    """Rules every source shares. Changing a value changes the recorded rule version."""
-
-    min_margin: float = setting(0.0, "drop pairs whose score margin is below this (paper: small margins; no value published)")
-    drop_ties: bool = setting(True, "drop pairs with equal scores: they carry no preference")
-
-
 # The prompt of each raw row an adapter could parse, for the prompt pool (``prompts``).
 ROW_PROMPT_SCHEMA = {"raw_key": pl.String, "split": pl.String, "prompt": pl.List(MSG)}
 
@@ -178,12 +169,8 @@ class Adapter:
     score_kind: ClassVar[str | None] = None
     version: ClassVar[str] = "1"  # bump when the mapping changes
 
-    @dataclass(frozen=True)
-    class Settings:
-        pass
-
     def __init__(self, settings: Any = None, shared: SharedRules | None = None):
-        self.settings = settings if settings is not None else self.Settings()
+        self.settings = settings if settings is not None else RULES.get(self.name, NoRules)()  # the source's own rules
         self.shared = shared if shared is not None else SharedRules()
 
     @property

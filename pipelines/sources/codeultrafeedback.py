@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.sources.base import Adapter, Candidates, parse_number
@@ -22,10 +20,6 @@ class CodeUltraFeedback(Adapter):
         ]
     )
     score_kind = "codeultrafeedback_rating"
-
-    @dataclass(frozen=True)
-    class Settings:
-        pass
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         responses = explode_responses(rows, "responses", ["_raw_key", "_split", "instruction"])

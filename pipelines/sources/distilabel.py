@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import MSG, Adapter, Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
+from prefhouse.pipelines.sources.settings import OrcaRules
 
 CHAT = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
 
@@ -38,10 +36,6 @@ class DistilabelMath(Adapter):
     )
     score_kind = "gpt4_rating"
 
-    @dataclass(frozen=True)
-    class Settings:
-        pass
-
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         pairs = _pair(
             rows, user_prompt(pl.col("instruction")), pl.col("chosen_response"), pl.col("rejected_response"),
@@ -54,6 +48,7 @@ class DistilabelOrca(Adapter):
     """``chosen``/``rejected`` are after GPT-4 relabelling; ``status`` says whether it kept or swapped the originals."""
 
     name = "distilabel_intel_orca_dpo_pairs"
+    settings: OrcaRules  # its rules (sources/settings.py)
     hub_id = "argilla/distilabel-intel-orca-dpo-pairs"
     hub_revision = "0b10ec0df32c919f95126b203c8f5962b6875896"
     raw_schema = pa.schema(
@@ -69,12 +64,6 @@ class DistilabelOrca(Adapter):
     # where GPT-4's labelling failed the hub leaves its outputs null; the adapter filters those rows by rule
     nullable_columns = frozenset({"rating", "rationale", "raw_labelling_response", "chosen_score", "status"})
     score_kind = "gpt4_rating"
-
-    @dataclass(frozen=True)
-    class Settings:
-        min_chosen_score: float = setting(8.0, "drop rows whose chosen_score is below this (the common filter in the wild: >= 8)")
-        drop_ties: bool = setting(True, "drop rows GPT-4 rated as a tie (status tie)")
-        drop_gsm8k_train: bool = setting(True, "drop prompts of the GSM8K train set (contamination)")
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         s = self.settings
@@ -119,10 +108,6 @@ class DistilabelCapybara(Adapter):
         ]
     )
     score_kind = "gpt4_rating"
-
-    @dataclass(frozen=True)
-    class Settings:
-        pass
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         as_msgs = lambda c: pl.col(c).list.eval(pl.struct(pl.element().struct.field("role"), pl.element().struct.field("content"))).cast(pl.List(MSG))  # noqa: E731

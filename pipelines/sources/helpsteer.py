@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
 from prefhouse.pipelines.sources.multi_response import all_comparisons, response_rows
-
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+from prefhouse.pipelines.sources.settings import HELPSTEER_ATTRIBUTES as ATTRIBUTES
+from prefhouse.pipelines.sources.settings import HelpSteerRules
 
 
 class HelpSteer(Adapter):
     name = "helpsteer"
+    settings: HelpSteerRules  # its rules (sources/settings.py)
     hub_id = "nvidia/HelpSteer"
     hub_revision = None  # none pinned yet: the commit resolved at load time is logged
     raw_schema = pa.schema([("prompt", pa.string()), ("response", pa.string())] + [(a, pa.int32()) for a in ATTRIBUTES])
     group_column = "prompt"
-
-    @dataclass(frozen=True)
-    class Settings:
-        score: str = setting("mean_ex_verbosity", "mean_ex_verbosity (Tulu 2.5: the mean of the attributes except verbosity) or one attribute's name")
-        max_responses_per_prompt: int = setting(4, "compare at most the first this many responses of a prompt (paper: 4)")
-
-        def __post_init__(self) -> None:
-            if self.score != "mean_ex_verbosity" and self.score not in ATTRIBUTES:
-                raise ValueError(f"helpsteer.score must be mean_ex_verbosity or one of {ATTRIBUTES}, not {self.score!r}")
 
     @property
     def score_kind(self) -> str:  # type: ignore[override]

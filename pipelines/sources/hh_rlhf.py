@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import INVALID
@@ -36,10 +34,6 @@ class HHRLHF(Adapter):
     hub_data_dirs = ["harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled"]
     raw_schema = pa.schema([("chosen", pa.string()), ("rejected", pa.string())])
     score_kind = None  # human preference label only
-
-    @dataclass(frozen=True)
-    class Settings:
-        pass
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         parsed = rows.with_columns(

@@ -9,19 +9,16 @@ quarantined as contradicted by the dataset's own fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import Adapter, Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
-
-CHOICES = ("safer", "better", "agree")
+from prefhouse.pipelines.sources.settings import PKUSafeRLHFRules
 
 
 class PKUSafeRLHF30K(Adapter):
     name = "pku_saferlhf_30k"
+    settings: PKUSafeRLHFRules  # its rules (sources/settings.py)
     hub_id = "PKU-Alignment/PKU-SafeRLHF-30K"
     hub_revision = None  # none pinned yet: the commit resolved at load time is logged
     raw_schema = pa.schema(
@@ -32,14 +29,6 @@ class PKUSafeRLHF30K(Adapter):
         ]
     )
     score_kind = None
-
-    @dataclass(frozen=True)
-    class Settings:
-        preference: str = setting("safer", "safer (the safety preference) | better (helpfulness) | agree (both agree)")
-
-        def __post_init__(self) -> None:
-            if self.preference not in CHOICES:
-                raise ValueError(f"pku_saferlhf_30k.preference must be one of {CHOICES}, not {self.preference!r}")
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         safer, better = pl.col("safer_response_id"), pl.col("better_response_id")

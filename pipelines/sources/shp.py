@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import FILTER, INVALID
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, Candidates, concat_rejects, conform_candidates, rejects, row_prompts, user_prompt
+from prefhouse.pipelines.sources.settings import SHPRules
 
 
 class SHP(Adapter):
     name = "shp"
+    settings: SHPRules  # its rules (sources/settings.py)
     hub_id = "stanfordnlp/SHP"
     hub_revision = "e94b5f32602712d78ed494fe79105b1959396686"
     raw_schema = pa.schema(
@@ -27,11 +26,6 @@ class SHP(Adapter):
     )
     group_column = "post_id"
     score_kind = "reddit_score"
-
-    @dataclass(frozen=True)
-    class Settings:
-        min_score_ratio: float = setting(2.0, "keep pairs whose score_ratio is strictly above this (paper: > 2)")
-        max_pairs_per_post: int = setting(5, "at most this many pairs per post, the highest score ratios first (paper: 5)")
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         a_preferred = pl.col("labels") == 1

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 import pyarrow as pa
-from prefhouse.pipelines.core.settings import setting
 from prefhouse.pipelines.sources.base import Adapter, Candidates, parse_number
 from prefhouse.pipelines.sources.multi_response import compare_scored, explode_responses
+from prefhouse.pipelines.sources.settings import UltraFeedbackRules
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 _RATED = pa.struct([("Rating", pa.string()), ("Rationale", pa.string())])
@@ -27,6 +25,7 @@ COMPLETION = pa.struct(
 
 class UltraFeedback(Adapter):
     name = "ultrafeedback"
+    settings: UltraFeedbackRules  # its rules (sources/settings.py)
     hub_id = "openbmb/UltraFeedback"
     hub_revision = "40b436560ca83a8dba36114c22ab3c66e43f6d5e"
     raw_schema = pa.schema(
@@ -36,15 +35,6 @@ class UltraFeedback(Adapter):
             ("correct_answers", pa.list_(pa.string())), ("incorrect_answers", pa.list_(pa.string())),
         ]
     )
-
-    @dataclass(frozen=True)
-    class Settings:
-        score: str = setting("fine_grained", "fine_grained: the mean of the four aspect ratings (Tulu 2.5 shows it beats overall_score) | "
-                             "overall: the critique's overall_score (upstream bug: some 1-rated completions carry 10)")
-
-        def __post_init__(self) -> None:
-            if self.score not in ("fine_grained", "overall"):
-                raise ValueError(f"ultrafeedback.score must be fine_grained or overall, not {self.score!r}")
 
     @property
     def score_kind(self) -> str:  # type: ignore[override]

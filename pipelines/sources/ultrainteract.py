@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.sources.base import (
@@ -26,10 +24,6 @@ class UltraInteractPair(Adapter):
         ]
     )
     score_kind = None  # correctness of the action, no score
-
-    @dataclass(frozen=True)
-    class Settings:
-        pass
 
     def candidates(self, rows: pl.DataFrame) -> Candidates:
         prompt = pl.col("trajectory").list.eval(

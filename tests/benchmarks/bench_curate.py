@@ -75,7 +75,7 @@ def run_project(data: Path, work: Path, profile: int = 0) -> dict:
 
 def run_naive(data: Path, work: Path) -> dict:
     from naive_curate import naive_curate
-    from prefhouse.pipelines.sources import ADAPTERS
+    from prefhouse.pipelines.sources.registry import ADAPTERS
 
     t0 = time.perf_counter()
     rows, pairs = naive_curate(data, work / "naive", list(ADAPTERS))

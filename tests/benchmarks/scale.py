@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from prefhouse.pipelines.sources import ADAPTERS  # noqa: E402
 from prefhouse.pipelines.sources.reading import InputReport  # noqa: E402
+from prefhouse.pipelines.sources.registry import ADAPTERS  # noqa: E402
 
 from tests.helpers import read_local  # noqa: E402
 
