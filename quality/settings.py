@@ -1,7 +1,7 @@
-"""The limits the quality gates check on every append, and the report's warning thresholds.
+"""The limits the quality gates check on every append, the report's warning thresholds, and the report's command line.
 
-Plain dataclasses, apart from the checks and the report (which import polars and pyarrow), so that a
-command's ``--help`` can show their defaults without loading a data library.
+Plain dataclasses and a parser, apart from the checks and the report (which import polars and pyarrow), so
+that ``prefhouse report --help`` shows their defaults without loading a data library.
 """
 
 from __future__ import annotations

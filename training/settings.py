@@ -1,9 +1,9 @@
 """The training jobs' settings: which pairs (:class:`Selection`), how to optimise, and the two jobs' own.
 
 They are the ``[reward_model]``, ``[dpo]`` and ``[judge]`` sections of a preset, and every field is a flag
-of the jobs' commands. They live apart from the jobs, which import pyarrow, DuckDB and the lake, so that a
-command's ``--help`` lists them without loading any of those; a value that does not fit fails here, before
-any work (TRL is imported only to check a ``trainer`` table, when one is given).
+of the jobs' commands, whose parsers (and export's) are here too. They live apart from the jobs, which import
+pyarrow, DuckDB and the lake, so that a command's ``--help`` lists them without loading any of those; a value
+that does not fit fails here, before any work (TRL is imported only to check a ``trainer`` table, when one is given).
 """
 
 from __future__ import annotations

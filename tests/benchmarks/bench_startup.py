@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = {  # the card's scripts, as the README lists them: prefhouse job -> the script's command line
-    "curate": ["pipelines/curate.py"], "iterate": ["pipelines/run_iteration.py"], "evaluate": ["pipelines/evaluate_policy.py"],
-    "loop": ["pipelines/run_loop.py"], "train-rm": ["training/train_rm.py"], "train-dpo": ["training/train_dpo.py"],
-    "sql": ["-m", "pipelines.sql"], "report": ["-m", "quality.report"], "export": ["training/export.py"], "maintain": ["-m", "pipelines.maintain"],
-}
+
+
+def script(module: str) -> str:
+    """The card's script of a job module: ``prefhouse.pipelines.curate`` -> ``pipelines/curate.py`` (``python -m pipelines.sql``
+    runs ``pipelines/sql.py`` the same way)."""
+    return module.removeprefix("prefhouse.").replace(".", "/") + ".py"
 
 
 def wall(argv: list[str]) -> float:
@@ -43,7 +44,7 @@ def main() -> int:
     py = sys.executable
     floors = {"floor: python -c pass": [py, "-c", "pass"], "floor: import polars, pyarrow, duckdb": [py, "-c", "import polars, pyarrow.dataset, duckdb"]}
     commands = {**floors, **{f"prefhouse {job} --help": [py, "-m", "prefhouse.pipelines.cli", job, "--help"] for job in JOBS},
-                **{f"python {' '.join(SCRIPTS[job])} --help": [py, *SCRIPTS[job], "--help"] for job in JOBS}}
+                **{f"python {script(module)} --help": [py, script(module), "--help"] for module, _ in JOBS.values()}}
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.repeats):  # interleaved
         for name, argv in commands.items():
