@@ -110,11 +110,14 @@ def warm_up_in_background() -> threading.Thread:
     ~0.1 s more than the ones after it; on a thread both overlap the run's reading and staging, which leave a core
     idle much of the time. Whatever uses GX meanwhile waits for the warm-up (:data:`_lock`); a warm-up that failed
     leaves the work, and the error, to the first real use. Returns the warm-up's thread (started by the first call).
+    Not a daemon: a run that ends early (an input error) waits for the rest of the warm-up before the interpreter
+    shuts down, instead of finalising under a thread inside GX, pandas or numpy, which can abort the process
+    (SIGABRT, seen in the test suite) and so lose the run's exit code.
     """
     global _warm_up
     with _warm_up_guard:
         if _warm_up is None:
-            _warm_up = threading.Thread(target=_validate_tiny_tallies, name="prefhouse-gx-warm-up", daemon=True)
+            _warm_up = threading.Thread(target=_validate_tiny_tallies, name="prefhouse-gx-warm-up")
             _warm_up.start()
         return _warm_up
 

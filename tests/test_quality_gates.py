@@ -529,6 +529,20 @@ assert kl.stats.entropy is scipy.stats.entropy and type(sys.modules["scipy.stats
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_a_process_ends_only_after_the_gx_warm_up() -> None:
+    """A run that ends while GX warms up on its thread waits for it, so the interpreter never shuts down under it."""
+    code = """
+import atexit
+from prefhouse.quality.gates import Gatekeeper, warm_up_in_background
+from prefhouse.quality.suites import GateContext
+atexit.register(lambda: print("warm-up running at exit:", warm_up_in_background().is_alive()))
+Gatekeeper(GateContext(iterations=(0,), sources=("hh_rlhf",)), "run-1")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "warm-up running at exit: False" in done.stdout, done.stdout
+
+
 def test_great_expectations_warmed_up_in_the_background_is_whole_when_asked_for() -> None:
     """A Gatekeeper starts GX's import and first validation on a thread; asking for GX while that import is half
     done waits for it instead of handing back the partly initialised module."""
