@@ -15,7 +15,7 @@ from prefhouse.pipelines.sources.distilabel import (
 from prefhouse.pipelines.sources.helpsteer import HelpSteer
 from prefhouse.pipelines.sources.hh_rlhf import HHRLHF
 from prefhouse.pipelines.sources.pku_saferlhf import PKUSafeRLHF30K
-from prefhouse.pipelines.sources.settings import source_rules
+from prefhouse.pipelines.sources.settings import RULES, source_rules
 from prefhouse.pipelines.sources.shp import SHP
 from prefhouse.pipelines.sources.ultrafeedback import UltraFeedback
 from prefhouse.pipelines.sources.ultrainteract import UltraInteractPair
@@ -30,6 +30,8 @@ ADAPTERS: dict[str, type[Adapter]] = {
 
 if tuple(ADAPTERS) != OFFLINE_SOURCES:  # the lake's partitions and the adapters must name the same sources
     raise ImportError(f"adapters {tuple(ADAPTERS)} differ from the schema's OFFLINE_SOURCES {OFFLINE_SOURCES}")
+if set(RULES) - set(ADAPTERS):  # a source's rules under a name no adapter has would never apply
+    raise ImportError(f"rules for unknown sources {sorted(set(RULES) - set(ADAPTERS))}")
 
 
 def build_adapters(names: list[str], config: dict[str, dict[str, Any]]) -> list[Adapter]:
