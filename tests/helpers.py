@@ -11,7 +11,7 @@ import pyarrow as pa
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.online.generate import TransformersEngine
 from prefhouse.pipelines.sources.reading import InputReport, RawBatch, check_local, read_files
-from prefhouse.training.train_rm import RewardModelSettings
+from prefhouse.training.settings import RewardModelSettings
 
 
 def copy_lake(lake: Lake, to: Path) -> Lake:
