@@ -68,9 +68,12 @@ def pair_facts(pairs: pl.DataFrame, used_prompt_ids: set[str] | None = None) -> 
     # the Series-valued fact is attached after the select: inside it, it would stop polars running the
     # expressions in parallel (measured: 0.9 s instead of 0.5 s at 1M pairs)
     differ = ~same_up_to_whitespace(replies, "c", "r")
-    return pairs.with_columns(roles_alternate(pairs["prompt"]).alias("_prompt_roles")).select(
+    # the prompts' roles enter as a literal: added as a column first (one chunk among the frame's several), they made
+    # polars rechunk every column, texts included, before the select (the facts of 1M pairs in 4 frames: 0.45 -> 0.35 s)
+    prompt_roles = pl.lit(roles_alternate(pairs["prompt"]))
+    return pairs.select(
         "pair_id", "prompt_id", "source", "iteration",
-        (pl.col("_prompt_roles") & (last_role("chosen") == "assistant") & (last_role("rejected") == "assistant")).fill_null(False).alias("roles_alternate"),
+        (prompt_roles & (last_role("chosen") == "assistant") & (last_role("rejected") == "assistant")).fill_null(False).alias("roles_alternate"),
         (_all_turns_filled(pl.col("chosen")) & _all_turns_filled(pl.col("rejected"))).alias("no_empty_turn"),
         (finite("chosen_score") & finite("rejected_score") & finite("margin")).alias("scores_finite"),
         pl.when(scored).then(pl.col("margin")).alias("margin_where_scored"),
