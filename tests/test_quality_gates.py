@@ -123,11 +123,12 @@ def test_shares_context_compares_turn_by_turn() -> None:
 
 
 def test_same_up_to_whitespace_answers_each_row_in_place() -> None:
-    from prefhouse.pipelines.core.text import same_up_to_whitespace
+    from prefhouse.pipelines.core.text import PREFIX_CHARS, same_up_to_whitespace
 
     cases = [("a", "b", False), ("a b", "ab", True), ("a  z", "a y z", False), (" x\n", "x", True), (None, None, False),
              (None, "x", False), ("ab", "a b c", False), ("q\tr s", "qrs ", True),
-             ("éa" + " " * 40 + "b c", "éab  c", True), ("é" + "x" * 40 + "c", "é" + "x" * 39 + "yc", False)]  # past the compared prefix
+             ("éa" + " " * (PREFIX_CHARS + 8) + "b c", "éab  c", True),  # the whitespace reaches past the compared prefix
+             ("é" + "x" * (PREFIX_CHARS + 8) + "c", "é" + "x" * (PREFIX_CHARS + 7) + "yc", False)]  # they differ past it
     replies = pl.DataFrame({"c": [c for c, _, _ in cases], "r": [r for _, r, _ in cases]}, schema={"c": pl.String, "r": pl.String})
     assert same_up_to_whitespace(replies, "c", "r").to_list() == [same for *_, same in cases]
 

@@ -8,7 +8,11 @@ from prefhouse.pipelines.core.ids import without_whitespace
 
 ROLE_LETTER = {"system": "S", "user": "U", "assistant": "A"}
 PROMPT_ROLES = r"^S?U(AU)*$"  # optional system turn, then alternating turns that end with the user
-PREFIX_CHARS = 32  # the first characters of two texts compared, whitespace removed, before the whole texts are
+# the first characters of two texts compared, whitespace removed, before the whole texts are. Replies to one prompt
+# often open with the same phrase; at 32 characters 116,274 of the benchmark's 1,017,083 kept pairs (1M raw rows) still
+# went on to the whole-text comparison, at 128 none did: same_up_to_whitespace over their replies 1.76 -> 1.30 s, and over
+# 570K HH-RLHF + UltraFeedback candidates 0.73 -> 0.40 s (256: 0.47 s)
+PREFIX_CHARS = 128
 
 
 def role_pattern(messages: pl.Expr) -> pl.Expr:
