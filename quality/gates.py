@@ -34,7 +34,6 @@ from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
 from prefhouse.quality.gx_import import import_gx
 from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
 
-
 # Facts of one table judged together; a larger run is judged a chunk at a time. Measured on 1M raw rows' curation:
 # peak RSS 1,247 MB at this size, 1,072 MB at 500,000 facts, and 1,284-1,334 MB at 500,000 when GX got a pandas copy
 # of every row; each chunk judged costs ~0.1 s of GX's own work, whatever its size.
