@@ -164,7 +164,7 @@ def _build_configurations_once_a_validation() -> None:
     """Make ``Expectation.configuration`` build each expectation's configuration once per ``_validate`` call.
 
     Great Expectations rebuilds it (a pydantic ``dict()`` and a new ``ExpectationConfiguration``) every time it is
-    read, ~80 times an expectation in one validation: 1,383 builds for the pairs suite's 17 gates, measured 0.04 s
+    read, ~80 times an expectation in a judgement: 1,383 builds for the pairs suite's 17 gates, measured 0.04 s
     of a judgement's 0.16 s at 1M pairs, whatever the facts' size. Nothing in a validation changes an expectation
     (GX builds them from the suite's configurations for the call), so during ours, and on its thread only, the
     first build is kept for the call; everywhere else, and in GX's own use, the property is what it was.

@@ -212,7 +212,6 @@ def test_judging_tallies_records_what_great_expectations_finds_over_every_row(go
     assert {g for g, _ in verdict.batch_failures} == {g.name for g in SUITES["pairs"] if g.level == "batch" and g.name in failed}
 
 
-
 def test_an_expectations_configuration_is_kept_only_inside_a_gates_validation() -> None:
     """The gates keep each expectation's configuration for the length of one of their validations (GX rebuilds it on
     every read); anywhere else the property must still reflect the expectation as it is now."""
@@ -230,6 +229,7 @@ def test_an_expectations_configuration_is_kept_only_inside_a_gates_validation() 
     finally:
         del _validating.configurations
     assert expectation.configuration is not expectation.configuration
+
 
 @pytest.mark.parametrize(("damage", "gate"), PAIR_BATCH_DAMAGE, ids=[g for _, g in PAIR_BATCH_DAMAGE])
 def test_batch_gate_aborts_the_commit(lake: Lake, good: pl.DataFrame, damage, gate: str) -> None:
