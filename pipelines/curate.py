@@ -18,11 +18,15 @@ if __name__ == "__main__":  # run as a script: a --help answers here, before the
     answer_help(curate_parser)
 
 import functools
+import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -57,6 +61,13 @@ from prefhouse.quality.gates import Gatekeeper, Verdict, validation_rows
 from prefhouse.quality.guard import enforce_gates
 from prefhouse.quality.suites import GateContext
 from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+# batches prepared at once (:func:`prepared_in_order`): polars and DuckDB work without the GIL, so two threads keep
+# both cores of a 2-core machine busy where one left them ~1.4 busy; each adds about one batch's memory
+PREPARE_THREADS = max(1, min(4, os.cpu_count() or 1))
+COPY_SCHEMA = pa.schema([f for f in S.PAIR_SOURCE_SCHEMA if f.name != "is_first_copy"])  # known only where batches meet
 
 
 @dataclass
@@ -151,31 +162,99 @@ class SourceRun:
         }
 
 
-def process_batch(ctx: SourceRun, batch: RawBatch) -> None:
-    """One batch of one source: stage new raw rows, pairs, copies, prompts and rejects; count every row."""
+@dataclass
+class PreparedBatch:
+    """One batch worked out without touching what the run shares: its counts, and the rows it may stage.
+
+    Everything here depends on the batch alone and on the ids the lake held before the run, so batches are
+    prepared on several threads at once (:func:`prepared_in_order`; polars and DuckDB release the GIL). What
+    depends on the batches before it — which pairs and prompts are new to the run, not only to the lake — is
+    left to :func:`stage_batch`, which takes the batches one by one, in input order.
+    """
+
+    rows_in: int
+    row_outcomes: list[tuple[str, str, int]]  # (outcome, rule, raw rows)
+    reject_counts: list[tuple[str, str, str, int]]  # (level, outcome, rule, responses or candidate pairs)
+    kept: int  # candidate pairs every rule kept
+    raw: pa.Table | None = None  # raw rows the lake lacks
+    quarantine: pa.Table | None = None  # rejects the lake lacks
+    # every kept pair as a ``pair_sources`` row (less is_first_copy), and whether it is the first of its pair id in the batch
+    pair_ids: pl.Series | None = None
+    copies: pa.Table | None = None
+    new_copy: pl.Series | None = None  # a copy (source, raw rows, item) the lake lacks
+    first_in_batch: pl.Series | None = None
+    # the first of each pair id in the batch as a ``pairs`` row, and the facts the gates judge of it
+    pairs: pa.Table | None = None
+    pair_facts: pl.DataFrame | None = None
+    prompts: pa.Table | None = None  # valid prompts, one per (prompt id, split), new to the lake or not, and their facts
+    prompt_facts: pl.DataFrame | None = None
+
+
+def prepare_batch(ctx: SourceRun, batch: RawBatch) -> PreparedBatch:
+    """The rows, candidates, rejects, ids and gate facts of one batch of one source, and each raw row's outcome."""
     unreadable = _unreadable_rejects(batch)
-    ctx.summary.rows_in += batch.table.num_rows + unreadable.height
-    for rule, c in unreadable.group_by("rule").len().iter_rows():  # records that never became rows: quarantined
-        ctx.summary.rows["quarantined"] += c
-        ctx.summary.row_rules[("quarantined", rule)] += c
+    rows_in = batch.table.num_rows + unreadable.height
     if not batch.table.num_rows:
-        _stage_rejects(ctx, unreadable)
-        return
-    rows, missing = _without_missing_values(pl.from_arrow(_stage_raw(ctx, batch)), ctx.adapter)
+        return PreparedBatch(rows_in, _unreadable_outcomes(unreadable), [], 0, quarantine=_quarantine(ctx, unreadable))
+    raw = _with_ingest_columns(ctx, batch)
+    fresh = ctx.seen.raw(ctx.lake, ctx.adapter.name).new(pl.from_arrow(batch.keys))
+    rows, missing = _without_missing_values(pl.from_arrow(raw), ctx.adapter)
     cands = ctx.adapter.candidates(rows)
     kept, pair_rejects = apply_shared_rules(cands.pairs, ctx.adapter)
     all_rejects = pl.concat([missing, cands.rejects, pair_rejects])
-    _count_rows(ctx.summary, pl.concat([rows.select("_raw_key"), missing.select(pl.col("raw_keys").list.first().alias("_raw_key"))]),
-                kept, all_rejects)
-    _stage_rejects(ctx, pl.concat([unreadable, all_rejects]))
-    ctx.summary.rejects[("pair", "kept", None)] += kept.height
+    row_keys = pl.concat([rows.select("_raw_key"), missing.select(pl.col("raw_keys").list.first().alias("_raw_key"))])
+    all_rejects = pl.concat([unreadable, all_rejects])
+    prepared = PreparedBatch(
+        rows_in, _unreadable_outcomes(unreadable) + _row_outcomes(row_keys, kept, all_rejects), _reject_counts(all_rejects), kept.height,
+        raw=(raw if fresh.all() else raw.filter(fresh.to_arrow())) if fresh.any() else None,  # a first run: every row is new
+        quarantine=_quarantine(ctx, all_rejects),
+    )
+    row_prompts = cands.row_prompts()
+    valid = row_prompts.filter(prompt_is_valid(row_prompts["prompt"]))
+    # one pass for the prompts of the pairs and of the pool, which are mostly the same: each distinct prompt hashed once
+    ids = prompt_ids(pl.concat([kept["prompt"].cast(valid["prompt"].dtype), valid["prompt"]]))
     if kept.height:
-        _stage_pairs(ctx, kept)
-    _stage_prompts(ctx, cands.row_prompts())
+        _prepare_pairs(ctx, kept.with_columns(ids[: kept.height].alias("prompt_id")), prepared)
+    if row_prompts.height:
+        _prepare_prompts(ctx, valid.with_columns(ids[kept.height:].alias("prompt_id")), prepared)
+    return prepared
 
 
-def _stage_raw(ctx: SourceRun, batch: RawBatch) -> pa.Table:
-    """The batch with its ingest columns; the rows the lake lacks are staged for the bronze table."""
+def stage_batch(ctx: SourceRun, prepared: PreparedBatch) -> None:
+    """Count a prepared batch and stage what the lake and the run's earlier batches lack; batches come in input order."""
+    summary, p = ctx.summary, prepared
+    summary.rows_in += p.rows_in
+    for outcome, rule, c in p.row_outcomes:
+        summary.rows[outcome] += c
+        summary.row_rules[(outcome, rule)] += c
+    for level, outcome, rule, c in p.reject_counts:
+        summary.rejects[(level, outcome, rule)] += c
+    summary.rejects[("pair", "kept", None)] += p.kept
+    if p.raw is not None:
+        table = S.raw_table(ctx.adapter.name)
+        ctx.stage.add(table, p.raw, ctx.adapter.lake_schema())
+        ctx.gates.observe("raw", "raw", raw_facts(pl.from_arrow(p.raw.select(["_raw_key", "_split"])), table))
+        summary.raw_new += p.raw.num_rows
+    if p.quarantine is not None:
+        ctx.stage.add(S.QUARANTINE, p.quarantine, S.QUARANTINE_SCHEMA, ["source"])
+    if p.pairs is not None:
+        first_copy = ctx.seen.pair_ids.new(p.pair_ids)
+        summary.pairs_new += int(first_copy.sum())
+        summary.pairs_duplicate += p.pair_ids.len() - int(first_copy.sum())
+        copies = p.copies.append_column("is_first_copy", first_copy.to_arrow())
+        ctx.stage.add(S.PAIR_SOURCES, _where(copies, p.new_copy), S.PAIR_SOURCE_SCHEMA, ["source"])
+        first_copy = first_copy.filter(p.first_in_batch)  # every first copy is the first in its batch: one per row of p.pairs
+        ctx.stage.add(S.PAIRS, _where(p.pairs, first_copy), S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
+        ctx.gates.observe(S.PAIRS, "pairs", p.pair_facts.filter(first_copy))
+    if p.prompts is not None:
+        new = ctx.seen.prompt_keys.new(p.prompt_facts["prompt_in_source_split"])
+        summary.prompts_new += int(new.sum())
+        ctx.stage.add(S.PROMPTS, _where(p.prompts, new), S.PROMPT_SCHEMA, ["source"])
+        ctx.gates.observe(S.PROMPTS, "prompts", p.prompt_facts.filter(new))
+
+
+def _with_ingest_columns(ctx: SourceRun, batch: RawBatch) -> pa.Table:
+    """The batch with the bronze table's ingest columns: its raw key, split, file, run and time."""
     n, now = batch.table.num_rows, ctx.run.started_at
     ingest = {
         "_raw_key": batch.keys, "_split": pa.repeat(batch.split, n), "_source_file": pa.repeat(batch.source_file, n),
@@ -184,17 +263,10 @@ def _stage_raw(ctx: SourceRun, batch: RawBatch) -> pa.Table:
     raw = batch.table
     for name, values in ingest.items():
         raw = raw.append_column(name, values)
-    fresh = ctx.seen.raw(ctx.lake, ctx.adapter.name).new(pl.from_arrow(batch.keys))
-    if fresh.any():
-        new_raw = raw if fresh.all() else raw.filter(fresh.to_arrow())  # a first run: every row is new, nothing to copy
-        table = S.raw_table(ctx.adapter.name)
-        ctx.stage.add(table, new_raw, ctx.adapter.lake_schema())
-        ctx.gates.observe("raw", "raw", raw_facts(pl.from_arrow(new_raw.select(["_raw_key", "_split"])), table))
-        ctx.summary.raw_new += int(fresh.sum())
     return raw
 
 
-def _count_rows(summary: SourceSummary, raw_keys: pl.DataFrame, kept: pl.DataFrame, rejects: pl.DataFrame) -> None:
+def _row_outcomes(raw_keys: pl.DataFrame, kept: pl.DataFrame, rejects: pl.DataFrame) -> list[tuple[str, str, int]]:
     """Each raw row's one outcome: paired > the first reject naming it > filtered as ``no_comparison``."""
     paired = kept.select(pl.col("raw_keys").explode().alias("_raw_key")).unique().with_columns(pl.lit(True).alias("_paired"))
     first_reject = (
@@ -211,59 +283,79 @@ def _count_rows(summary: SourceSummary, raw_keys: pl.DataFrame, kept: pl.DataFra
         )
         .group_by("outcome", "rule").len()
     )
-    for o, r, c in outcome.iter_rows():
-        summary.rows[o] += c
-        summary.row_rules[(o, r)] += c
+    return list(outcome.iter_rows())
 
 
-def _stage(ctx: SourceRun, table: str, rows: pl.DataFrame, schema: pa.Schema, partition_by: list[str]) -> None:
-    """Stage the table's columns of ``rows``: only those are converted to Arrow (the others can hold most of the text)."""
-    ctx.stage.add(table, rows.select(schema.names).to_arrow(), schema, partition_by)
+def _reject_counts(rejected: pl.DataFrame) -> list[tuple[str, str, str, int]]:
+    """The responses and candidate pairs among the rejects, per rule (whole rows are counted by their outcome)."""
+    by_rule = rejected.filter(pl.col("level") != "row").group_by("level", "kind", "rule").len()
+    return [(level, "quarantined" if kind == INVALID else "filtered", rule, c) for level, kind, rule, c in by_rule.iter_rows()]
 
 
-def _stage_pairs(ctx: SourceRun, kept: pl.DataFrame) -> None:
-    """Ids for the kept pairs; every new copy staged for ``pair_sources``, each pair's first copy for ``pairs``."""
-    kept = kept.with_columns(prompt_ids(kept["prompt"]).alias("prompt_id"))
+def _arrow(rows: pl.DataFrame, schema: pa.Schema) -> pa.Table:
+    """The schema's columns of ``rows`` in Arrow: only those are converted (the others can hold most of the text)."""
+    return rows.select(schema.names).to_arrow().cast(schema)
+
+
+def _where(rows: pa.Table, keep: pl.Series) -> pa.Table:
+    """The rows ``keep`` marks; all of them, not copied, when it marks every one (a first run)."""
+    return rows if keep.all() else rows.filter(keep.to_arrow())
+
+
+def _prepare_pairs(ctx: SourceRun, kept: pl.DataFrame, prepared: PreparedBatch) -> None:
+    """Ids, provenance and gate facts of the kept pairs (with their ``prompt_id``), and which copies the lake lacks."""
     kept = with_md5(kept, "pair_id", pl.col("prompt_id"), trimmed(pl.col("chosen_reply")), trimmed(pl.col("rejected_reply")))
     kept = with_md5(
         kept, "copy_id", pl.col("pair_id"), pl.lit(ctx.adapter.name), pl.col("split"), pl.col("raw_keys").list.join(","), pl.col("item").fill_null("")
     )
-    first_copy = ctx.seen.pair_ids.new(kept["pair_id"])
-    kept = kept.with_columns(first_copy.alias("is_first_copy"), **ctx.provenance)
-    new_copies = kept.filter(ctx.seen.copy_ids.new(kept["copy_id"]))
-    ctx.summary.pairs_new += int(first_copy.sum())
-    ctx.summary.pairs_duplicate += kept.height - int(first_copy.sum())
-    _stage(ctx, S.PAIR_SOURCES, new_copies, S.PAIR_SOURCE_SCHEMA, ["source"])
     score_kind = ctx.adapter.score_kind if kept["chosen_score"].is_not_null().any() else None
-    pairs = kept.filter(pl.col("is_first_copy")).with_columns(
-        pl.lit(score_kind, pl.String).alias("score_kind"), pl.lit("offline").alias("origin"), pl.lit(0, pl.Int32).alias("iteration"),
-        pl.lit(None, pl.String).alias("reward_model_id"), pl.lit(None, pl.String).alias("policy_model_id"),
+    pairs = kept.with_columns(
+        **ctx.provenance, score_kind=pl.lit(score_kind, pl.String), origin=pl.lit("offline"), iteration=pl.lit(0, pl.Int32),
+        reward_model_id=pl.lit(None, pl.String), policy_model_id=pl.lit(None, pl.String),
     )
-    _stage(ctx, S.PAIRS, pairs, S.PAIR_SCHEMA, S.PAIR_PARTITIONS)
-    ctx.gates.observe(S.PAIRS, "pairs", pair_facts(pairs))
+    prepared.pair_ids = pairs["pair_id"]
+    prepared.copies = _arrow(pairs, COPY_SCHEMA)
+    prepared.new_copy = ctx.seen.copy_ids.new(kept["copy_id"])
+    # a pair twice in one batch (5% of the benchmark's HH-RLHF and UltraFeedback pairs) is dropped here, on the
+    # preparing thread, so that the run's thread filters the texts of ``pairs`` only for a pair an earlier batch staged
+    prepared.first_in_batch = pairs["pair_id"].is_first_distinct()
+    pairs = pairs.filter(prepared.first_in_batch)
+    prepared.pairs = _arrow(pairs, S.PAIR_SCHEMA)
+    prepared.pair_facts = pair_facts(pairs)
 
 
-def _stage_prompts(ctx: SourceRun, row_prompts: pl.DataFrame) -> None:
-    """One ``prompts`` row per valid (prompt, source, split) the lake lacks, from every row the adapter parsed.
+def _prepare_prompts(ctx: SourceRun, prompts: pl.DataFrame, prepared: PreparedBatch) -> None:
+    """One ``prompts`` row per valid (prompt, split) of the batch, from every row the adapter parsed (with its ``prompt_id``).
 
     The pool is every valid prompt, not only those of kept pairs: a prompt whose pairs a recipe rule
     dropped (a low Orca rating, a tie) is still a prompt the online iterations may draw.
     """
-    if not row_prompts.height:
-        return
-    prompts = row_prompts.filter(prompt_is_valid(row_prompts["prompt"]))
-    prompts = prompts.with_columns(prompt_ids(prompts["prompt"]).alias("prompt_id"))
     prompts = prompts.unique(["prompt_id", "split"], keep="first", maintain_order=True)
-    prompts = prompts.filter(ctx.seen.prompt_keys.new(prompts["prompt_id"] + f"|{ctx.adapter.name}|" + prompts["split"]))
     prompts = prompts.select(
         "prompt_id", ctx.provenance["source"].alias("source"), "split", "raw_key", "prompt",
         pl.col("prompt").list.eval(pl.element().filter(pl.element().struct.field("role") == "user")).list.last().struct.field("content").alias("prompt_text"),
         pl.col("prompt").list.len().cast(pl.Int32).alias("n_turns"),
         ctx.provenance["run_id"].alias("run_id"), ctx.provenance["created_at"].alias("created_at"),
     )
-    ctx.summary.prompts_new += prompts.height
-    _stage(ctx, S.PROMPTS, prompts, S.PROMPT_SCHEMA, ["source"])
-    ctx.gates.observe(S.PROMPTS, "prompts", prompt_facts(prompts))
+    prepared.prompts = _arrow(prompts, S.PROMPT_SCHEMA)
+    prepared.prompt_facts = prompt_facts(prompts)
+
+
+def _unreadable_outcomes(unreadable: pl.DataFrame) -> list[tuple[str, str, int]]:
+    """Records that never became rows are quarantined, by the rule that says why."""
+    return [("quarantined", rule, c) for rule, c in unreadable.group_by("rule", maintain_order=True).len().iter_rows()]
+
+
+def _quarantine(ctx: SourceRun, rejected: pl.DataFrame) -> pa.Table | None:
+    """The batch's rejects the lake lacks, with their ids and provenance, for ``quarantine`` (None: the batch has none)."""
+    if not rejected.height:
+        return None
+    q = with_md5(
+        rejected.with_columns(**{k: ctx.provenance[k] for k in ("source", "rule_version", "run_id", "created_at")}),
+        "quarantine_id", pl.col("source"), pl.col("split"), pl.col("raw_keys").list.join(","),
+        pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
+    )
+    return _arrow(q.filter(ctx.seen.quarantine_ids.new(q["quarantine_id"])), S.QUARANTINE_SCHEMA)
 
 
 def _unreadable_rejects(batch: RawBatch) -> pl.DataFrame:
@@ -290,26 +382,6 @@ def _without_missing_values(rows: pl.DataFrame, adapter: Adapter) -> tuple[pl.Da
     bad = flagged.filter(pl.col("_missing").is_not_null())
     rejected = rejects(bad, "row", INVALID, "raw.missing_value", pl.format("column '{}' is absent or null", pl.col("_missing")))
     return flagged.filter(pl.col("_missing").is_null()).drop("_missing"), rejected
-
-
-def _stage_rejects(ctx: SourceRun, rejected: pl.DataFrame) -> None:
-    """Quarantine a batch's rejects (the ids the lake lacks); count the responses and candidate pairs among them.
-
-    Whole rows are counted once each, by their outcome (:func:`_count_rows`, and unreadable records in
-    :func:`process_batch`).
-    """
-    summary = ctx.summary
-    for level, kind, rule, c in rejected.filter(pl.col("level") != "row").group_by("level", "kind", "rule").len().iter_rows():
-        summary.rejects[(level, "quarantined" if kind == INVALID else "filtered", rule)] += c
-    if not rejected.height:
-        return
-    q = with_md5(
-        rejected.with_columns(**{k: ctx.provenance[k] for k in ("source", "rule_version", "run_id", "created_at")}),
-        "quarantine_id", pl.col("source"), pl.col("split"), pl.col("raw_keys").list.join(","),
-        pl.col("item").fill_null(""), pl.col("level"), pl.col("rule"),
-    )
-    q = q.filter(ctx.seen.quarantine_ids.new(q["quarantine_id"]))
-    _stage(ctx, S.QUARANTINE, q, S.QUARANTINE_SCHEMA, ["source"])
 
 
 def iter_batches(adapter: Adapter, data_dir: Path | None, files: list[Path] | None, report: InputReport, revision: str | None = None):
@@ -339,7 +411,6 @@ def curate(
         run = RunRecord("curate", args or {"sources": sources, "data_dir": str(data_dir), "hub": hub})
         run.settings = {a.name: {"rule": a.rule, "rule_version": a.rule_version, **a.settings_dict()} for a in adapters}
         run.versions_before = lake.versions(list(S.CORE_TABLES) + [S.raw_table(a.name) for a in adapters])
-        summaries: list[SourceSummary] = []
         gates = Gatekeeper(GateContext(iterations=(0,), sources=tuple(a.name for a in adapters)), run.run_id)
         verdicts: list[Verdict] = []
         try:
@@ -350,23 +421,18 @@ def curate(
                     files[a.name] = check_local(a.name, data_dir / a.name, a.raw_schema, reports[a.name])
             seen = Seen.load(lake)
             with staging(lake) as stage:
-                for adapter in adapters:
-                    t0 = time.perf_counter()
-                    summary = SourceSummary(adapter.name)
-                    report = reports[adapter.name]
-                    # from the hub: the commit the revision names now, loaded and recorded as each pair's hub_revision
-                    revision = resolve_revision(adapter.hub_id, adapter.hub_revision) if hub else adapter.hub_revision
-                    bar = tqdm(desc=f"curate {adapter.name}", unit=" rows", disable=not progress, leave=False)
-                    ctx = SourceRun(adapter, lake, seen, stage, gates, run, summary, revision)
-                    for batch in read_ahead(iter_batches(adapter, data_dir, files[adapter.name], report, revision)):
-                        process_batch(ctx, batch)
-                        bar.update(batch.table.num_rows)
-                    bar.close()
-                    summary.seconds = time.perf_counter() - t0
-                    summaries.append(summary)
-                    run.inputs[adapter.name] = {"files": report.files, "ignored_columns": report.ignored_columns, "skipped": report.skipped,
-                                                "hub_revision": revision}
-                    run.timings[adapter.name] = round(summary.seconds, 3)
+                # from the hub: the commit each revision names now, loaded and recorded as each pair's hub_revision
+                contexts = [
+                    SourceRun(a, lake, seen, stage, gates, run, SourceSummary(a.name), resolve_revision(a.hub_id, a.hub_revision) if hub else a.hub_revision)
+                    for a in adapters
+                ]
+                _curate_batches(contexts, data_dir, files, reports, progress)
+                summaries = [ctx.summary for ctx in contexts]
+                for ctx in contexts:
+                    report = reports[ctx.adapter.name]
+                    run.inputs[ctx.adapter.name] = {"files": report.files, "ignored_columns": report.ignored_columns, "skipped": report.skipped,
+                                                    "hub_revision": ctx.hub_revision}
+                    run.timings[ctx.adapter.name] = round(ctx.summary.seconds, 3)
                 t0 = time.perf_counter()
                 drops = enforce_gates(gates, stage, run, verdicts, lake)
                 _reaccount_gate_drops(drops.copies, stage, lake, summaries)
@@ -390,6 +456,52 @@ def curate(
             run.write(lake, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
     return run, summaries
+
+
+def _curate_batches(contexts: list[SourceRun], data_dir: Path | None, files: dict[str, list[Path] | None],
+                    reports: dict[str, InputReport], progress: bool) -> None:
+    """Every batch of every source, prepared :data:`PREPARE_THREADS` at a time and staged in input order.
+
+    A source's seconds are the wall time from the batch staged before its batch to that batch staged: the
+    sources' seconds add up to the loop's.
+    """
+
+    def batches() -> Iterator[tuple[SourceRun, RawBatch]]:
+        for ctx in contexts:
+            a = ctx.adapter
+            ctx.provenance, ctx.seen.raw(ctx.lake, a.name)  # what the preparing threads read, made before they start
+            for batch in read_ahead(iter_batches(a, data_dir, files[a.name], reports[a.name], ctx.hub_revision)):
+                yield ctx, batch
+
+    with tqdm(desc="curate", unit=" rows", disable=not progress, leave=False) as bar:
+        last = time.perf_counter()
+        for ctx, prepared in prepared_in_order(lambda item: (item[0], prepare_batch(*item)), batches(), PREPARE_THREADS):
+            stage_batch(ctx, prepared)
+            now = time.perf_counter()
+            ctx.summary.seconds += now - last
+            last = now
+            bar.set_description(f"curate {ctx.adapter.name}", refresh=False)
+            bar.update(prepared.rows_in)
+
+
+def prepared_in_order(prepare: Callable[[T], R], items: Iterator[T], threads: int) -> Iterator[R]:
+    """``prepare(item)`` for each item, run on ``threads`` threads, yielded in the items' order.
+
+    At most ``threads`` items are being prepared while the caller works on the one before, so memory holds that
+    many batches more; an error preparing one is raised where its result is asked for, and the items not yet
+    started are then dropped.
+    """
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="prefhouse-prepare")
+    coming: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            coming.append(pool.submit(prepare, item))
+            if len(coming) > threads:
+                yield coming.popleft().result()
+        while coming:
+            yield coming.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _reaccount_gate_drops(copies: pl.DataFrame, stage: Staging, lake: Lake, summaries: list[SourceSummary]) -> None:

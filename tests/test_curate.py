@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -75,22 +77,22 @@ def test_missing_column_fails_fast_and_writes_nothing(lake: Lake, tmp_path: Path
     assert run_query(lake, "SELECT status FROM runs").column("status").to_pylist() == ["failed"]
 
 
-def test_crash_mid_run_leaves_no_partial_data(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = curate_module.process_batch
-    calls = {"n": 0}
+@pytest.mark.parametrize("step", ["prepare_batch", "stage_batch"])  # on a preparing thread; on the run's own
+def test_crash_mid_run_leaves_no_partial_data(lake: Lake, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    real = getattr(curate_module, step)
+    calls = itertools.count(1)
 
     def crash_on_third_batch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
+        if next(calls) == 3:
             raise MemoryError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(curate_module, "process_batch", crash_on_third_batch)
+    monkeypatch.setattr(curate_module, step, crash_on_third_batch)
     with pytest.raises(MemoryError):
         curate(["hh_rlhf", "shp", "helpsteer"], lake, SAMPLES, progress=False)
     assert all(lake.read(t).num_rows == 0 for t in DATA_TABLES)
     assert not any(lake.exists(S.raw_table(s)) for s in ADAPTERS)
-    monkeypatch.setattr(curate_module, "process_batch", real)
+    monkeypatch.setattr(curate_module, step, real)
     curate(["hh_rlhf", "shp", "helpsteer"], lake, SAMPLES, progress=False)  # the same command finishes the job
     fresh = Lake(lake.uri + "-fresh")
     curate(["hh_rlhf", "shp", "helpsteer"], fresh, SAMPLES, progress=False)
@@ -116,6 +118,51 @@ def test_read_ahead_reads_the_next_batch_while_the_last_is_worked_on() -> None:
             assert started[b + 1].wait(10), f"batch {b + 1} was not read ahead"
             got.append(b)
     assert got == [0, 1]
+
+
+def test_prepared_in_order_yields_in_input_order_with_bounded_work_ahead() -> None:
+    """Results come in the items' order though later items finish first; no more than ``threads`` items are
+    started beyond those the caller has; an error is raised at its item, after the results before it."""
+    started: list[int] = []
+
+    def prepare(i: int) -> int:
+        started.append(i)
+        time.sleep(0.01 * (3 - i % 3))  # within each three, the later items finish first
+        if i == 7:
+            raise ValueError("bad batch")
+        return i * i
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="bad batch"):
+        for result in curate_module.prepared_in_order(prepare, iter(range(100)), 2):
+            got.append(result)
+            assert len(started) <= len(got) + 2
+    assert got == [i * i for i in range(7)]
+    assert max(started) <= 9  # the items after the failed one were not all started
+
+
+def test_the_lake_is_the_same_whatever_the_number_of_preparing_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of a few records each (pairs and prompts repeat across them and across sources), prepared on one
+    thread and on three: the same rows in every table, the same counts."""
+    monkeypatch.setattr(reading, "READ_BLOCK_BYTES", 1 << 12)
+    monkeypatch.setattr(reading, "BATCH_BYTES", 1)
+    monkeypatch.setattr(reading, "SLOW_PATH_ROWS", 3)
+
+    def tables(threads: int) -> dict[str, pl.DataFrame]:
+        monkeypatch.setattr(curate_module, "PREPARE_THREADS", threads)
+        lake = Lake(str(tmp_path / f"lake-{threads}"))
+        calls = itertools.count()
+        real = curate_module.prepare_batch
+        monkeypatch.setattr(curate_module, "prepare_batch", lambda *a: (next(calls), real(*a))[1])
+        curate(list(ADAPTERS), lake, SAMPLES, progress=False)
+        assert next(calls) > 3 * len(ADAPTERS)  # many batches a source
+        out = {t: pl.from_arrow(lake.read(t)).drop("run_id", "created_at") for t in DATA_TABLES}
+        out["run_counts"] = pl.from_arrow(lake.read("run_counts")).drop("run_id")
+        return {t: df.sort(df.columns) for t, df in out.items()}
+
+    one, three = tables(1), tables(3)
+    for t in one:
+        assert one[t].height and one[t].equals(three[t]), t
 
 
 def test_append_turn_appends_the_reply_to_each_prompt_of_a_sliced_series() -> None:

@@ -584,6 +584,11 @@ class Staging:
         if not partition_by:
             yield {}, rows
             return
+        distinct = [rows.column(k).unique() for k in partition_by]
+        if all(len(values) == 1 for values in distinct):  # one partition (a batch of one source): no grouping, no copy
+            yield {k: None if values[0].as_py() is None else str(values[0].as_py()) for k, values in zip(partition_by, distinct)}, rows
+            return
+        # a group_by starts an Acero plan: ~10 ms a call, 0.9 s of the 9 s the main thread spends on 200K raw rows
         keys = rows.select(partition_by).group_by(partition_by).aggregate([]).to_pylist()
         for combo in keys:
             mask = None

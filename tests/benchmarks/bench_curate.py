@@ -47,8 +47,8 @@ def peak_rss_mb() -> float:
 
 
 def run_project(data: Path, work: Path, profile: int = 0) -> dict:
-    """``profile``: also run it under cProfile and return its top entries by cumulative time (the timing is the
-    unprofiled run's; the profile costs time of its own)."""
+    """``profile``: also run it under cProfile, serially, and return its top entries by cumulative time (the timing
+    is the unprofiled run's; the profile costs time of its own)."""
     from prefhouse.pipelines.core.lake import Lake
     from prefhouse.pipelines.curate import curate
     from prefhouse.pipelines.sources.settings import resolve_sources
@@ -63,9 +63,13 @@ def run_project(data: Path, work: Path, profile: int = 0) -> dict:
         import io
         import pstats
 
+        from unittest import mock
+
         profiler = cProfile.Profile()
         profiler.enable()
-        curate(resolve_sources("all"), Lake(str(work / "profiled-lake")), data, progress=False)
+        # cProfile sees only the thread it runs on: the batches are prepared on it too, one after another
+        with mock.patch("prefhouse.pipelines.curate.prepared_in_order", lambda prepare, items, threads: map(prepare, items)):
+            curate(resolve_sources("all"), Lake(str(work / "profiled-lake")), data, progress=False)
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(profile)
