@@ -206,7 +206,7 @@ def prepare_batch(ctx: SourceRun, batch: RawBatch) -> PreparedBatch:
     all_rejects = pl.concat([unreadable, all_rejects])
     prepared = PreparedBatch(
         rows_in, _unreadable_outcomes(unreadable) + _row_outcomes(row_keys, kept, all_rejects), _reject_counts(all_rejects), kept.height,
-        raw=(raw if fresh.all() else raw.filter(fresh.to_arrow())) if fresh.any() else None,  # a first run: every row is new
+        raw=_where(raw, fresh) if fresh.any() else None,
         quarantine=_quarantine(ctx, all_rejects),
     )
     row_prompts = cands.row_prompts()
