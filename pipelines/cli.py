@@ -18,8 +18,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from prefhouse.pipelines.core.config import answer_help
 from prefhouse.pipelines.core.errors import OK, USAGE, run
+from prefhouse.pipelines.core.process import finish, start
 from prefhouse.pipelines.parsers import PARSERS
 
 JOBS: dict[str, tuple[str, str]] = {  # subcommand: (module with main(argv), what it does)
@@ -54,10 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown job {job!r}\n\n{usage()}", file=sys.stderr)
         return USAGE
     sys.argv[0] = f"prefhouse {job}"
-    answer_help(PARSERS[job], rest)  # a --help builds only the job's parser: nothing of the job is imported
+    start(PARSERS[job], rest)  # a --help builds only the job's parser: nothing of the job is imported
     module = importlib.import_module(JOBS[job][0])
     return run(module.main, rest)
 
 
+def entry() -> None:
+    """The ``prefhouse`` console script: :func:`main` as the whole life of the process."""
+    finish(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

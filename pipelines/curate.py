@@ -11,15 +11,14 @@ named recipe rule) or quarantined (invalid, with a reason), and the counts land 
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.pipelines.sources.settings import curate_parser
 
-    answer_help(curate_parser)
+    start(curate_parser)
 
 import functools
 import os
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -577,4 +576,6 @@ def _curate_command(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from prefhouse.pipelines.core.process import finish
+
+    finish(main())

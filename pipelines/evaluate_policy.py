@@ -11,13 +11,12 @@ default for a standalone evaluation) and are printed.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.pipelines.parsers import evaluate_parser
 
-    answer_help(evaluate_parser)
+    start(evaluate_parser)
 
-import sys
 
 from prefhouse.pipelines.core.config import layers_from_args
 from prefhouse.pipelines.core.lake import Lake
@@ -50,5 +49,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from prefhouse.pipelines.core.errors import run
+    from prefhouse.pipelines.core.process import finish
 
-    sys.exit(run(main))
+    finish(run(main))

@@ -13,13 +13,12 @@ a running writer has staged but not committed yet.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.pipelines.parsers import maintain_parser
 
-    answer_help(maintain_parser)
+    start(maintain_parser)
 
-import sys
 
 import pyarrow as pa
 from deltalake import CommitProperties
@@ -88,5 +87,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from prefhouse.pipelines.core.errors import run
+    from prefhouse.pipelines.core.process import finish
 
-    sys.exit(run(main))
+    finish(run(main))

@@ -15,13 +15,12 @@ the iteration lock fails at once.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.pipelines.parsers import iterate_parser
 
-    answer_help(iterate_parser)
+    start(iterate_parser)
 
-import sys
 import time
 from pathlib import Path
 
@@ -110,4 +109,6 @@ def _iterate_command(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from prefhouse.pipelines.core.process import finish
+
+    finish(main())

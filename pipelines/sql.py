@@ -8,11 +8,11 @@ The command; the runner (connections, views, time travel, output) is :mod:`prefh
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.pipelines.parsers import sql_parser
 
-    answer_help(sql_parser)
+    start(sql_parser)
 
 import sys
 
@@ -47,4 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    from prefhouse.pipelines.core.process import finish
+
+    finish(run(main))

@@ -14,17 +14,16 @@ correlation, a source's share drifting from the intended mixture) are listed at 
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.quality.settings import report_parser
 
-    answer_help(report_parser)
+    start(report_parser)
 
 import base64
 import html
 import io
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -486,5 +485,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from prefhouse.pipelines.core.errors import run
+    from prefhouse.pipelines.core.process import finish
 
-    sys.exit(run(main))
+    finish(run(main))

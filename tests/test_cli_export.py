@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,20 @@ def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "pipelines/run_iteration.py", "--iter", "2", "--lake", str(tmp_path / "l")],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_job_process_is_set_up_before_polars_loads_and_ends_with_the_job_code() -> None:
+    """``start`` names polars' allocator settings before anything imports polars, which puts them after its own defaults
+    (the last setting wins; a user's own stay); ``finish`` ends the process with the job's exit code."""
+    from prefhouse.pipelines.core.process import JEMALLOC_CONF
+
+    probe = ("import os, sys\nfrom prefhouse.pipelines.core.process import finish, start\nfrom prefhouse.pipelines.parsers import PARSERS\n"
+             "start(PARSERS['sql'], [])\nassert 'polars' not in sys.modules\nimport polars\nprint(os.environ['_RJEM_MALLOC_CONF'])\nfinish(3)\n")
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    for own, expected in ((None, JEMALLOC_CONF), ("dirty_decay_ms:0", "dirty_decay_ms:0")):
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                              env=env if own is None else {**env, "_RJEM_MALLOC_CONF": own})
+        assert proc.returncode == 3 and proc.stdout.strip().endswith("," + expected), (proc.stdout, proc.stderr)
 
 
 def test_export_is_trl_conversational_and_traceable(curated_lake: Lake, tmp_path: Path, tiny_model: str) -> None:

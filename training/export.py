@@ -13,15 +13,14 @@ pick up files no version references (uncommitted or removed); the export reads t
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.training.settings import export_parser
 
-    answer_help(export_parser)
+    start(export_parser)
 
 import json
 import os
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -127,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from prefhouse.pipelines.core.errors import run
+    from prefhouse.pipelines.core.process import finish
 
-    sys.exit(run(main))
+    finish(run(main))
 

@@ -17,11 +17,11 @@ job checkpoints, and the same command after a kill resumes from the last checkpo
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.training.settings import train_dpo_parser
 
-    answer_help(train_dpo_parser)
+    start(train_dpo_parser)
 
 import sys
 import time
@@ -170,5 +170,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from prefhouse.pipelines.core.errors import run
+    from prefhouse.pipelines.core.process import finish
 
-    sys.exit(run(main))
+    finish(run(main))

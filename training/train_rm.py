@@ -14,11 +14,11 @@ per-prompt reward/length Pearson correlation of the paper's Figure 5. Metrics ar
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # run as a script: a --help answers here, before the imports below load polars, DuckDB, torch…
-    from prefhouse.pipelines.core.config import answer_help
+if __name__ == "__main__":  # run as a script: the process is set up and a --help answered here, before the imports below load polars, DuckDB, torch…
+    from prefhouse.pipelines.core.process import start
     from prefhouse.training.settings import train_rm_parser
 
-    answer_help(train_rm_parser)
+    start(train_rm_parser)
 
 import sys
 import time
@@ -168,5 +168,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from prefhouse.pipelines.core.errors import run
+    from prefhouse.pipelines.core.process import finish
 
-    sys.exit(run(main))
+    finish(run(main))

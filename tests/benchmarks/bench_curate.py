@@ -221,7 +221,12 @@ def cpu_bound(cpu_s: float, wall_s: float, reference_s: float, reference: str) -
 
 
 def child(variant: str, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--variant", variant, *args], capture_output=True, text=True)
+    """One variant in a process of its own, started as the ``prefhouse`` command starts one (its allocator settings,
+    :mod:`prefhouse.pipelines.core.process`): (a) runs in it as ``prefhouse curate`` would; the others use no polars."""
+    from prefhouse.pipelines.core.process import JEMALLOC_CONF
+
+    env = {"_RJEM_MALLOC_CONF": JEMALLOC_CONF, **os.environ}
+    proc = subprocess.run([sys.executable, __file__, "--variant", variant, *args], capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{variant} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
