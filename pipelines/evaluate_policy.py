@@ -17,7 +17,6 @@ if __name__ == "__main__":  # run as a script: the process is set up and a --hel
 
     start(evaluate_parser)
 
-
 from prefhouse.pipelines.core.config import layers_from_args
 from prefhouse.pipelines.core.lake import Lake
 from prefhouse.pipelines.online.evaluate import evaluate

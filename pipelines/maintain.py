@@ -19,7 +19,6 @@ if __name__ == "__main__":  # run as a script: the process is set up and a --hel
 
     start(maintain_parser)
 
-
 import pyarrow as pa
 from deltalake import CommitProperties
 from prefhouse.pipelines.core.lake import Lake, writer_properties
