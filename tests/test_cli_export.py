@@ -65,8 +65,9 @@ def test_a_job_process_is_set_up_before_polars_loads_and_ends_with_the_job_code(
                               env=env if own is None else {**env, "_RJEM_MALLOC_CONF": own})
         assert proc.returncode == 3 and proc.stdout.strip().endswith("," + expected), (proc.stdout, proc.stderr)
     # a job that loaded torch or triton ends with the last collection: frozen, triton's objects would make nanobind print leak reports
-    proc = subprocess.run([sys.executable, "-c", "import triton.language\nfrom prefhouse.pipelines.core.process import finish\nfinish(0)\n"],
-                          capture_output=True, text=True, timeout=120)
+    # (and GX's import, which freezes what it built, does not freeze them either)
+    probe = "import triton.language\nfrom prefhouse.quality.gx_import import import_gx\nimport_gx()\nfrom prefhouse.pipelines.core.process import finish\nfinish(0)\n"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "leaked" not in proc.stderr, proc.stderr
 
 

@@ -47,6 +47,13 @@ def start(build_parser: Callable[[], argparse.ArgumentParser], argv: list[str] |
 def finish(code: int) -> NoReturn:
     """End the process with ``code``, without the interpreter's last garbage collection over what is still alive
     (with it, where torch or triton was loaded)."""
+    freeze_what_is_alive()
+    sys.exit(code)
+
+
+def freeze_what_is_alive() -> None:
+    """Move every object alive now out of the garbage collector's way (``gc.freeze``): it is never walked again, and
+    the interpreter's last collection skips it. Not once torch or triton is loaded: what a frozen cycle holds is
+    still alive at exit, and triton's bindings report each such object as a leak."""
     if not MODEL_STACK & sys.modules.keys():
         gc.freeze()
-    sys.exit(code)
