@@ -200,9 +200,8 @@ def prepare_batch(ctx: SourceRun, batch: RawBatch) -> PreparedBatch:
     rows, missing = _without_missing_values(pl.from_arrow(raw), ctx.adapter)
     cands = ctx.adapter.candidates(rows)
     kept, pair_rejects = apply_shared_rules(cands.pairs, ctx.adapter)
-    all_rejects = pl.concat([missing, cands.rejects, pair_rejects])
+    all_rejects = pl.concat([unreadable, missing, cands.rejects, pair_rejects])
     row_keys = pl.concat([rows.select("_raw_key"), missing.select(pl.col("raw_keys").list.first().alias("_raw_key"))])
-    all_rejects = pl.concat([unreadable, all_rejects])
     prepared = PreparedBatch(
         rows_in, _unreadable_outcomes(unreadable) + _row_outcomes(row_keys, kept, all_rejects), _reject_counts(all_rejects), kept.height,
         raw=_where(raw, fresh) if fresh.any() else None,
