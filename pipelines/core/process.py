@@ -40,8 +40,14 @@ MODEL_STACK = frozenset({"torch", "triton"})  # loaded: the process ends with it
 def start(build_parser: Callable[[], argparse.ArgumentParser], argv: list[str] | None = None) -> None:
     """A job's first step as a process: the allocator's settings made, then a ``--help`` answered (and the process
     ended) from the job's parser alone. Called before the job's module imports polars."""
-    os.environ.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
+    set_allocator()
     answer_help(build_parser, argv)
+
+
+def set_allocator() -> None:
+    """polars' allocator settings (:data:`JEMALLOC_CONF`; a ``_RJEM_MALLOC_CONF`` the user set is kept): they take effect
+    only in a process that has not imported polars yet."""
+    os.environ.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
 
 
 def finish(code: int) -> NoReturn:

@@ -221,12 +221,8 @@ def cpu_bound(cpu_s: float, wall_s: float, reference_s: float, reference: str) -
 
 
 def child(variant: str, *args: str) -> dict:
-    """One variant in a process of its own, started as the ``prefhouse`` command starts one (its allocator settings,
-    :mod:`prefhouse.pipelines.core.process`): (a) runs in it as ``prefhouse curate`` would; the others use no polars."""
-    from prefhouse.pipelines.core.process import JEMALLOC_CONF
-
-    env = {"_RJEM_MALLOC_CONF": JEMALLOC_CONF, **os.environ}
-    proc = subprocess.run([sys.executable, __file__, "--variant", variant, *args], capture_output=True, text=True, env=env)
+    """One variant in a process of its own (``--variant``), set up as the ``prefhouse`` command sets up its process."""
+    proc = subprocess.run([sys.executable, __file__, "--variant", variant, *args], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{variant} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -247,6 +243,10 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.variant:
+        # polars' allocator settings, before anything here imports polars: (a) then runs as ``prefhouse curate`` would
+        from prefhouse.pipelines.core.process import set_allocator
+
+        set_allocator()
         two = list(HH_UF)
         result = {"project": lambda: run_project(args.data, args.work, args.profile), "naive": lambda: run_naive(args.data, args.work),
                   "floor": lambda: run_floor(args.lake_uri, args.work), "datasets": lambda: run_datasets_map(args.data, args.work, two),
