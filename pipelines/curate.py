@@ -42,6 +42,7 @@ from prefhouse.pipelines.core.schema import INVALID
 from prefhouse.pipelines.core.settings import load_config, merge, parse_overrides
 from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, rejects
 from prefhouse.pipelines.sources.reading import (
+    BatchSize,
     InputReport,
     RawBatch,
     check_local,
@@ -150,6 +151,7 @@ class SourceRun:
     run: RunRecord
     summary: SourceSummary
     hub_revision: str | None = None
+    batch_size: BatchSize = field(default_factory=BatchSize)  # the raw bytes of its next batch, learnt from those staged
 
     @functools.cached_property
     def provenance(self) -> dict[str, pl.Expr]:
@@ -175,6 +177,7 @@ class PreparedBatch:
     row_outcomes: list[tuple[str, str, int]]  # (outcome, rule, raw rows)
     reject_counts: list[tuple[str, str, str, int]]  # (level, outcome, rule, responses or candidate pairs)
     kept: int  # candidate pairs every rule kept
+    raw_bytes: int = 0  # the batch's Arrow bytes as read
     raw: pa.Table | None = None  # raw rows the lake lacks
     quarantine: pa.Table | None = None  # rejects the lake lacks
     # every kept pair as a ``pair_sources`` row (less is_first_copy), and whether it is the first of its pair id in the batch
@@ -187,6 +190,11 @@ class PreparedBatch:
     pair_facts: pl.DataFrame | None = None
     prompts: pa.Table | None = None  # valid prompts, one per (prompt id, split), new to the lake or not, and their facts
     prompt_facts: pl.DataFrame | None = None
+
+    @property
+    def staged_bytes(self) -> int:
+        """The Arrow bytes of every row the batch may stage."""
+        return sum(t.nbytes for t in (self.raw, self.quarantine, self.copies, self.pairs, self.prompts) if t is not None)
 
 
 def prepare_batch(ctx: SourceRun, batch: RawBatch) -> PreparedBatch:
@@ -204,7 +212,7 @@ def prepare_batch(ctx: SourceRun, batch: RawBatch) -> PreparedBatch:
     row_keys = pl.concat([rows.select("_raw_key"), missing.select(pl.col("raw_keys").list.first().alias("_raw_key"))])
     prepared = PreparedBatch(
         rows_in, _unreadable_outcomes(unreadable) + _row_outcomes(row_keys, kept, all_rejects), _reject_counts(all_rejects), kept.height,
-        raw=_where(raw, fresh) if fresh.any() else None,
+        raw_bytes=batch.table.nbytes, raw=_where(raw, fresh) if fresh.any() else None,
         quarantine=_quarantine(ctx, all_rejects),
     )
     row_prompts = cands.row_prompts()
@@ -221,6 +229,7 @@ def prepare_batch(ctx: SourceRun, batch: RawBatch) -> PreparedBatch:
 def stage_batch(ctx: SourceRun, prepared: PreparedBatch) -> None:
     """Count a prepared batch and stage what the lake and the run's earlier batches lack; batches come in input order."""
     summary, p = ctx.summary, prepared
+    ctx.batch_size.observe(p.raw_bytes, p.staged_bytes)
     summary.rows_in += p.rows_in
     for outcome, rule, c in p.row_outcomes:
         summary.rows[outcome] += c
@@ -382,13 +391,15 @@ def _without_missing_values(rows: pl.DataFrame, adapter: Adapter) -> tuple[pl.Da
     return flagged.filter(pl.col("_missing").is_null()).drop("_missing"), rejected
 
 
-def iter_batches(adapter: Adapter, data_dir: Path | None, files: list[Path] | None, report: InputReport, revision: str | None = None):
-    """The source's raw batches: from its checked local ``files`` under ``data_dir``, or from the hub (at ``revision``) when ``files`` is None."""
+def iter_batches(adapter: Adapter, data_dir: Path | None, files: list[Path] | None, report: InputReport, revision: str | None,
+                 batch_size: BatchSize):
+    """The source's raw batches: from its checked local ``files`` under ``data_dir``, or from the hub (at ``revision``) when ``files`` is None;
+    each of the Arrow bytes ``batch_size`` says when it is read."""
     if files is None:
-        batches = read_hub(adapter.name, adapter.hub_id, revision, adapter.hub_data_dirs, adapter.raw_schema, report)
+        batches = read_hub(adapter.name, adapter.hub_id, revision, adapter.hub_data_dirs, adapter.raw_schema, report, batch_bytes=batch_size)
     else:
         assert data_dir is not None
-        batches = read_files(adapter.name, data_dir / adapter.name, files, adapter.raw_schema)
+        batches = read_files(adapter.name, data_dir / adapter.name, files, adapter.raw_schema, batch_size)
     return regroup(batches, adapter.group_column, adapter.name) if adapter.group_column else batches
 
 
@@ -468,7 +479,7 @@ def _curate_batches(contexts: list[SourceRun], data_dir: Path | None, files: dic
         for ctx in contexts:
             a = ctx.adapter
             ctx.provenance, ctx.seen.raw(ctx.lake, a.name)  # what the preparing threads read, made before they start
-            for batch in read_ahead(iter_batches(a, data_dir, files[a.name], reports[a.name], ctx.hub_revision)):
+            for batch in read_ahead(iter_batches(a, data_dir, files[a.name], reports[a.name], ctx.hub_revision, ctx.batch_size)):
                 yield ctx, batch
 
     with tqdm(desc="curate", unit=" rows", disable=not progress, leave=False) as bar:

@@ -165,6 +165,60 @@ def test_the_lake_is_the_same_whatever_the_number_of_preparing_threads(tmp_path:
         assert one[t].height and one[t].equals(three[t]), t
 
 
+def test_batch_size_follows_what_a_sources_batches_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BATCH_BYTES first; then STAGED_BYTES over the source's staged-to-raw ratio so far, within [BATCH_BYTES/4, 4 BATCH_BYTES]."""
+    monkeypatch.setattr(reading, "BATCH_BYTES", 1000)
+    monkeypatch.setattr(reading, "STAGED_BYTES", 8000)
+    size = reading.BatchSize()
+    assert size() == 1000
+    size.observe(1000, 4000)  # each raw byte staged 4 bytes: 8000 / 4
+    assert size() == 2000
+    size.observe(3000, 4000)  # 8000 staged of 4000 raw so far: 8000 / 2, the most (4 x 1000)
+    assert size() == 4000
+    size.observe(1000, 92000)  # 100,000 of 5,000: 8000 / 20 = 400
+    assert size() == 400
+    size.observe(0, 100000)  # 200,000 of 5,000: 200, below the least
+    assert size() == 250
+
+
+def test_a_sources_batches_after_its_first_stage_about_staged_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each source's first batches are BATCH_BYTES of raw rows; once one is staged, the next are sized by the
+    source's staged-to-raw ratio and each stages about STAGED_BYTES (to within the 4 KB blocks they are read in)."""
+    for source in ("hh_rlhf", "ultrafeedback"):  # the samples, varied to 1,000 distinct rows
+        records = [json.loads(line) for path in sorted((SAMPLES / source).rglob("*.jsonl")) for line in path.read_text().splitlines()]
+        (tmp_path / source).mkdir()
+        with open(tmp_path / source / "train.jsonl", "w") as out:
+            for i in range(1000):
+                record = dict(records[i % len(records)])
+                if source == "hh_rlhf":  # one more exchange in front of both transcripts: their contexts still agree
+                    record = {k: f"\n\nHuman: variant {i}\n\nAssistant: noted.{v}" for k, v in record.items()}
+                else:
+                    record["instruction"] += f" (variant {i})"
+                out.write(json.dumps(record) + "\n")
+    monkeypatch.setattr(reading, "READ_BLOCK_BYTES", 1 << 12)
+    monkeypatch.setattr(reading, "BATCH_BYTES", 20_000)
+    monkeypatch.setattr(reading, "STAGED_BYTES", 250_000)
+    seen: dict[str, list[tuple[int, int]]] = {}
+    real = curate_module.prepare_batch
+
+    def prepare(ctx, batch):
+        prepared = real(ctx, batch)
+        seen.setdefault(ctx.adapter.name, []).append((batch.table.nbytes, prepared.staged_bytes))
+        return prepared
+
+    monkeypatch.setattr(curate_module, "prepare_batch", prepare)
+    curate(["hh_rlhf", "ultrafeedback"], Lake(str(tmp_path / "lake")), tmp_path, progress=False)
+    for source, batches in seen.items():
+        # the batches read before the first was staged (two being prepared, one read ahead); then all but the remainder
+        first, later = batches[:4], batches[4:-1]
+        assert len(later) >= 3, (source, batches)
+        assert all(raw < 25_000 for raw, _ in first), (source, first)
+        ratio = sum(s for _, s in first) / sum(r for r, _ in first)
+        assert ratio > 2, (source, ratio)
+        for raw, staged in later:
+            assert 0.8 < raw * ratio / 250_000 < 1.25 and 0.75 < staged / 250_000 < 1.3, (source, raw, staged, ratio)
+
+
 def test_append_turn_appends_the_reply_to_each_prompt_of_a_sliced_series() -> None:
     """The reply lands after each prompt's own turns, also when the lists start mid-buffer (a slice)."""
     prompts = pl.Series("prompt", [
