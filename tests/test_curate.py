@@ -198,15 +198,14 @@ def test_a_sources_batches_after_its_first_stage_about_staged_bytes(tmp_path: Pa
     monkeypatch.setattr(reading, "READ_BLOCK_BYTES", 1 << 12)
     monkeypatch.setattr(reading, "BATCH_BYTES", 20_000)
     monkeypatch.setattr(reading, "STAGED_BYTES", 250_000)
-    seen: dict[str, list[tuple[int, int]]] = {}
-    real = curate_module.prepare_batch
+    seen: dict[str, list[tuple[int, int]]] = {}  # (raw, staged) bytes of each batch, in input order
+    real = curate_module.stage_batch
 
-    def prepare(ctx, batch):
-        prepared = real(ctx, batch)
-        seen.setdefault(ctx.adapter.name, []).append((batch.table.nbytes, prepared.staged_bytes))
-        return prepared
+    def stage(ctx, prepared):
+        seen.setdefault(ctx.adapter.name, []).append((prepared.raw_bytes, prepared.staged_bytes))
+        real(ctx, prepared)
 
-    monkeypatch.setattr(curate_module, "prepare_batch", prepare)
+    monkeypatch.setattr(curate_module, "stage_batch", stage)
     curate(["hh_rlhf", "ultrafeedback"], Lake(str(tmp_path / "lake")), tmp_path, progress=False)
     for source, batches in seen.items():
         ratio = sum(s for _, s in batches) / sum(r for r, _ in batches)
