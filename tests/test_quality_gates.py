@@ -133,6 +133,18 @@ def test_same_up_to_whitespace_answers_each_row_in_place() -> None:
     assert same_up_to_whitespace(replies, "c", "r").to_list() == [same for *_, same in cases]
 
 
+def test_is_blank_is_the_whole_trim_leaving_nothing() -> None:
+    """Trimming the start alone must call blank exactly the texts a whole trim empties: Unicode whitespace counts,
+    zero-width and control characters that are not whitespace do not."""
+    from prefhouse.pipelines.core.text import is_blank
+
+    texts = pl.Series("t", [None, "", " ", "\t\n\r\x0b\x0c", "\u00a0", "\u3000\u2028", "\x85", "\u200b", "\ufeff", "\x1f", " a ", "a  ",
+                            "  \u00a0b", "x"], dtype=pl.String)
+    expected = [True, True, True, True, True, True, True, False, False, False, False, False, False, False]
+    assert pl.select(is_blank(pl.lit(texts))).to_series().to_list() == expected
+    assert pl.select(pl.lit(texts).is_null() | (pl.lit(texts).str.strip_chars() == "")).to_series().to_list() == expected
+
+
 
 def test_roles_alternate_answers_as_matching_the_role_pattern() -> None:
     """One-turn lists take a shortcut (their one role is "user"); every list must get the answer the role pattern gives."""

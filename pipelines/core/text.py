@@ -1,4 +1,4 @@
-"""Text predicates that curation's rules and the quality gates share: role patterns and whitespace-blind equality."""
+"""Text predicates that curation's rules and the quality gates share: blank texts, role patterns and whitespace-blind equality."""
 
 from __future__ import annotations
 
@@ -13,6 +13,16 @@ PROMPT_ROLES = r"^S?U(AU)*$"  # optional system turn, then alternating turns tha
 # went on to the whole-text comparison, at 128 none did: same_up_to_whitespace over their replies 1.76 -> 1.30 s, and over
 # 570K HH-RLHF + UltraFeedback candidates 0.73 -> 0.40 s (256: 0.47 s)
 PREFIX_CHARS = 128
+
+
+def is_blank(text: pl.Expr) -> pl.Expr:
+    """Whether a text is null, empty or only whitespace (Unicode's, as ``str.strip_chars`` strips it).
+
+    Stripping the start alone answers it (a text with any other character keeps it), and costs less than the whole
+    trim (``strip_chars() == ""``): 0.052 vs 0.067 s over the turns of 1M chosen and rejected conversations of short
+    texts, 0.033 vs 0.037 s over 200K SHP posts and both their replies.
+    """
+    return text.is_null() | (text.str.strip_chars_start().str.len_bytes() == 0)
 
 
 def role_pattern(messages: pl.Expr) -> pl.Expr:

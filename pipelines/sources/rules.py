@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import polars as pl
 from prefhouse.pipelines.core.schema import FILTER, INVALID
-from prefhouse.pipelines.core.text import role_pattern, roles_alternate, same_up_to_whitespace
+from prefhouse.pipelines.core.text import is_blank, role_pattern, roles_alternate, same_up_to_whitespace
 from prefhouse.pipelines.sources.base import REJECT_SCHEMA, Adapter, append_turn
 
 
-def _is_blank(expr: pl.Expr) -> pl.Expr:
-    return expr.is_null() | (expr.str.strip_chars() == "")
-
-
 def _has_empty_turn(prompt: pl.Expr) -> pl.Expr:
-    return prompt.is_null() | (prompt.list.len() == 0) | prompt.list.eval(_is_blank(pl.element().struct.field("content"))).list.any().fill_null(True)
+    return prompt.is_null() | (prompt.list.len() == 0) | prompt.list.eval(is_blank(pl.element().struct.field("content"))).list.any().fill_null(True)
 
 
 def prompt_is_valid(prompt: pl.Series) -> pl.Series:
@@ -35,7 +31,7 @@ def apply_shared_rules(cands: pl.DataFrame, adapter: Adapter) -> tuple[pl.DataFr
     # (rule, kind, condition, reason): conditions over all rows, reasons only over the rows they reject
     checks: list[tuple[str, str, pl.Expr, pl.Expr]] = [
         ("empty_turn", INVALID, _has_empty_turn(pl.col("prompt")), pl.lit("a prompt turn is empty")),
-        ("empty_turn", INVALID, _is_blank(pl.col("chosen_reply")) | _is_blank(pl.col("rejected_reply")), pl.lit("a final reply is empty")),
+        ("empty_turn", INVALID, is_blank(pl.col("chosen_reply")) | is_blank(pl.col("rejected_reply")), pl.lit("a final reply is empty")),
         ("non_alternating_roles", INVALID, ~pl.col("_roles_alternate"), pl.lit("prompt roles are ") + role_pattern(pl.col("prompt"))),
         ("identical_replies", INVALID, pl.col("_same"), pl.lit("chosen and rejected replies are the same text up to whitespace")),
         ("label_contradicted", INVALID, margin < 0,
