@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from prefhouse.pipelines.core.schema import RAW_INGEST_COLUMNS
+from prefhouse.pipelines.core.text import is_blank
 from prefhouse.pipelines.sources.settings import RULES, NoRules, SharedRules
 
 MSG = pl.Struct({"role": pl.String, "content": pl.String})
@@ -88,7 +89,7 @@ def user_prompt(content: pl.Expr, system: pl.Expr | None = None) -> pl.Expr:
     if system is None:
         return user
     with_system = pl.concat_list([message("system", system), message("user", content)])
-    return pl.when(system.fill_null("").str.strip_chars() != "").then(with_system).otherwise(user)
+    return pl.when(~is_blank(system)).then(with_system).otherwise(user)
 
 
 def parse_number(expr: pl.Expr) -> pl.Expr:
