@@ -141,6 +141,22 @@ def test_prepared_in_order_yields_in_input_order_with_bounded_work_ahead() -> No
     assert max(started) <= 9  # the items after the failed one were not all started
 
 
+def test_where_takes_the_kept_rows_as_slices_when_few_are_dropped() -> None:
+    """Whatever ``keep`` marks, the rows Arrow's filter keeps (a null keeps nothing); where it drops a few rows, they
+    come as slices that share the table's buffers, with no text copied."""
+    rows = pa.table({"i": list(range(200)), "t": [f"text {i}" for i in range(200)]})
+    cases = {
+        "every row": [True] * 200, "none": [False] * 200, "a few dropped": [i not in (0, 7, 8, 120, 199) for i in range(200)],
+        "more runs than slices": [i % 2 == 0 for i in range(200)], "a null": [None if i == 3 else True for i in range(200)],
+    }
+    for name, marks in cases.items():
+        out = curate_module._where(rows, pl.Series(marks, dtype=pl.Boolean))
+        assert out.equals(rows.filter(pa.array(marks, pa.bool_()))), name
+    few = curate_module._where(rows, pl.Series(cases["a few dropped"])).column("t")
+    assert few.num_chunks == 3
+    assert {chunk.buffers()[2].address for chunk in few.chunks} == {rows.column("t").chunk(0).buffers()[2].address}
+
+
 def test_the_lake_is_the_same_whatever_the_number_of_preparing_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of a few records each (pairs and prompts repeat across them and across sources), prepared on one
     thread and on three: the same rows in every table, the same counts."""
