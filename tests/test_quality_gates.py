@@ -145,7 +145,6 @@ def test_is_blank_is_the_whole_trim_leaving_nothing() -> None:
     assert pl.select(pl.lit(texts).is_null() | (pl.lit(texts).str.strip_chars() == "")).to_series().to_list() == expected
 
 
-
 def test_roles_alternate_answers_as_matching_the_role_pattern() -> None:
     """One-turn lists take a shortcut (their one role is "user"); every list must get the answer the role pattern gives."""
     from prefhouse.pipelines.core.text import PROMPT_ROLES, role_pattern, roles_alternate
