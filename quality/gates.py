@@ -18,10 +18,7 @@ fell. The chunks' results are merged into one result per gate (counts summed).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,8 +28,8 @@ import pyarrow as pa
 from prefhouse.pipelines.core.digests import DigestSet, digests
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
-from prefhouse.quality.gx_import import import_gx
-from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, GateContext
+from prefhouse.quality.gx_worker import GxWorker, frame_of, worker
+from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, ExpectationSpec, GateContext
 
 # Facts of one table judged together; a larger run is judged a chunk at a time. Measured on 1M raw rows' curation:
 # peak RSS 1,247 MB at this size, 1,072 MB at 500,000 facts, and 1,284-1,334 MB at 500,000 when GX got a pandas copy
@@ -95,119 +92,11 @@ class Verdict:
         return cls(parts[0].table, parts[0].suite, pl.concat([p.rejected for p in parts]), list(failures.items()), results)
 
 
-_context = None
-_batches: dict[str, object] = {}  # tally kind -> its batch definition in the gates' one data source
-_lock = threading.RLock()  # GX's context is not thread-safe: it is built, warmed up and used under this lock
-_warm_up: threading.Thread | None = None
-_warm_up_guard = threading.Lock()
-_validating = threading.local()  # .configurations: while this thread runs one of the gates' validations (``_validate``)
-
-
-def warm_up_in_background() -> threading.Thread:
-    """Import Great Expectations, build the context and validate a tiny tally of each kind, on a thread, once per process.
-
-    For a run that will judge later: the import is ~1.5 s of a cold curation and a process's first validation
-    ~0.1 s more than the ones after it; on a thread both overlap the run's reading and staging, which leave a core
-    idle much of the time. Whatever uses GX meanwhile waits for the warm-up (:data:`_lock`); a warm-up that failed
-    leaves the work, and the error, to the first real use. Returns the warm-up's thread (started by the first call).
-    Not a daemon: a run that ends early (an input error) waits for the rest of the warm-up before the interpreter
-    shuts down, instead of finalising under a thread inside GX, pandas or numpy, which can abort the process
-    (SIGABRT, seen in the test suite) and so lose the run's exit code.
-    """
-    global _warm_up
-    with _warm_up_guard:
-        if _warm_up is None:
-            _warm_up = threading.Thread(target=_validate_tiny_tallies, name="prefhouse-gx-warm-up")
-            _warm_up.start()
-        return _warm_up
-
-
-def _validate_tiny_tallies() -> None:
-    with contextlib.suppress(Exception), _lock:
-        gx = import_gx()
-        from great_expectations.validator.v1_validator import Validator
-
-        e = gx.expectations
-        suite = gx.ExpectationSuite(name="prefhouse-warm-up")
-        for expectation in (e.ExpectColumnValuesToBeInSet(column="s", value_set=["x"]), e.ExpectColumnValuesToBeBetween(column="n", min_value=0, max_value=1),
-                            e.ExpectColumnValuesToNotBeNull(column="n"), e.ExpectColumnValuesToBeUnique(column="s")):
-            suite.add_expectation_configuration(expectation.configuration)
-        tally = _pandas(pl.DataFrame({"n": [1, 2, None], "s": ["x", "y", "x"]}))
-        for kind in ("values", "repeats"):
-            validator = Validator(batch_definition=_batch_definition(kind), batch_parameters={"dataframe": tally})
-            for result_format in ("BOOLEAN_ONLY", {"result_format": "COMPLETE", "unexpected_index_column_names": ["n"]}):
-                validator.result_format = result_format
-                _validate(validator, suite)
-
-
-def _gx():
-    """One ephemeral Great Expectations context per process (it costs seconds to build), no progress bars."""
-    global _context
-    with _lock:
-        if _context is None:
-            logging.getLogger("great_expectations").setLevel(logging.ERROR)
-            gx = import_gx()
-            from great_expectations.data_context.types.base import ProgressBarsConfig
-            from great_expectations.execution_engine import pandas_execution_engine
-
-            # GX fingerprints every pandas batch below this size (an md5 over a hash of every value); nothing reads the
-            # fingerprint, and where tallies stay long (1M distinct margins: measured 0.64 s a judgement) it is a third of the time.
-            pandas_execution_engine.HASH_THRESHOLD = 0
-
-            _build_configurations_once_a_validation()
-            _context = gx.get_context(mode="ephemeral")
-            _context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        return _context
-
-
-def _build_configurations_once_a_validation() -> None:
-    """Make ``Expectation.configuration`` build each expectation's configuration once per ``_validate`` call.
-
-    Great Expectations rebuilds it (a pydantic ``dict()`` and a new ``ExpectationConfiguration``) every time it is
-    read, ~80 times an expectation in a judgement: 1,383 builds for the pairs suite's 17 gates, measured 0.04 s
-    of a judgement's 0.16 s at 1M pairs, whatever the facts' size. Nothing in a validation changes an expectation
-    (GX builds them from the suite's configurations for the call), so during ours, and on its thread only, the
-    first build is kept for the call; everywhere else, and in GX's own use, the property is what it was.
-    """
-    from great_expectations.expectations.expectation import Expectation
-
-    build = Expectation.configuration.fget
-    if getattr(build, "kept_per_validation", False):
-        return
-
-    def configuration(self):
-        kept = getattr(_validating, "configurations", None)
-        if kept is None:
-            return build(self)
-        hit = kept.get(id(self))
-        if hit is None or hit[0] is not self:  # (the object held beside it: its id is not reused during the call)
-            hit = kept[id(self)] = (self, build(self))
-        return hit[1]
-
-    configuration.kept_per_validation = True
-    Expectation.configuration = property(configuration, doc=Expectation.configuration.__doc__)
-
-
-def _validate(validator, suite):
-    """``validator.validate_expectation_suite(suite)``, each expectation's configuration built once (see above)."""
-    _validating.configurations = {}
-    try:
-        return validator.validate_expectation_suite(suite)
-    finally:
-        del _validating.configurations
-
-
-def _batch_definition(kind: str):
-    """The whole-dataframe batch definition every judgement loads its ``kind`` of tally through: one data source
-    and asset per process (adding or deleting one re-serialises the context's configuration, ~9 ms each time).
-    Great Expectations caches a loaded batch under its asset's batch id, which is the same for every dataframe,
-    so it keeps only the last tally of each kind."""
-    with _lock:
-        if kind not in _batches:
-            context = _gx()
-            source = context.data_sources.all().get("prefhouse-gates") or context.data_sources.add_pandas("prefhouse-gates")
-            _batches[kind] = source.add_dataframe_asset(kind).add_batch_definition_whole_dataframe(kind)
-        return _batches[kind]
+def warm_up_in_background() -> GxWorker:
+    """Start the process's Great Expectations worker (:mod:`quality.gx_worker`), once per process: it imports GX,
+    builds its context and validates a tiny tally of each kind in a process of its own while the run stages, which
+    GX's import, ~1.5 s of Python, would otherwise slow by holding the interpreter lock. Returns the worker."""
+    return worker()
 
 
 def _pandas(facts: pl.DataFrame):
@@ -269,61 +158,35 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     column's uniqueness gate as a value repeated within ``facts`` would. ``remember``: add this chunk's values
     (a later chunk will be checked against them).
     """
-    _gx()
-    import great_expectations as gx
-    from great_expectations.validator.v1_validator import Validator
-
-    expectations = {}  # gate name -> its expectation, built once for both passes
-    for gate in SUITES[suite_name]:
-        expectations[gate.name] = gate.make(context)
-        expectations[gate.name].meta = {"gate": gate.name, "level": gate.level}
-    unique_columns = {e.column for e in expectations.values() if _frame_of(e) == "repeats" and e.column in facts.columns}
+    specs = {gate.name: gate.make(context) for gate in SUITES[suite_name]}
+    levels = {gate.name: gate.level for gate in SUITES[suite_name]}
+    unique_columns = {e.column for e in specs.values() if frame_of(e) == "repeats" and e.column in facts.columns}
     repeated, earlier = _repeats(facts, unique_columns, seen, remember)
-    frames = tallies(facts, expectations, repeated)
-    # one validator a tally, so Great Expectations loads each once for both passes
-    with _lock:  # one thread at a time in GX's context (the warm-up may be in it)
-        validators = {kind: Validator(batch_definition=_batch_definition(kind), batch_parameters={"dataframe": _pandas(frame)})
-                      for kind, frame in frames.items()}
-
-    def run(gate_names: list[str], result_format) -> dict:
-        results = {}
-        for kind, validator in validators.items():
-            names = [g for g in gate_names if _frame_of(expectations[g]) == kind]
-            if names:
-                suite = gx.ExpectationSuite(name=f"{table}-{kind}-{len(names)}", meta={"prefhouse_suite": suite_name, "version": SUITE_VERSION})
-                for gate_name in names:
-                    suite.add_expectation_configuration(expectations[gate_name].configuration)
-                validator.result_format = result_format
-                with _lock:
-                    results |= {r.expectation_config.meta["gate"]: r for r in _validate(validator, suite).results}
-        return results
-
-    # Pass or fail for every gate first (the cheap format); the unexpected values only for gates that failed.
-    quick = run(list(expectations), "BOOLEAN_ONLY")
-    failed = [g for g, r in quick.items() if not r.success]
-    detail = run(failed, {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}) if failed else {}
+    frames = tallies(facts, specs, repeated)
+    answers = worker().validate(table, suite_name, SUITE_VERSION, specs, {kind: _pandas(frame) for kind, frame in frames.items()})
 
     now = datetime.now(UTC)
     failed_rows: dict[int, str] = {}
     batch_failures: list[tuple[str, str]] = []
     rows = []
-    for gate, expectation in expectations.items():
-        r = detail.get(gate, quick[gate])
-        level, column = expectation.meta["level"], expectation.column
+    for gate, spec in specs.items():
+        r = answers[gate]
+        level, column = levels[gate], spec.column
         row = {
             "run_id": run_id, "table_name": table, "table_version": None, "suite": suite_name, "suite_version": SUITE_VERSION,
-            "gate": gate, "level": level, "expectation": r.expectation_config.type, "column": column, "success": bool(r.success),
-            "element_count": facts.height, "unexpected_count": 0 if r.success else None, "observed_value": "", "validated_at": now,
+            "gate": gate, "level": level, "expectation": r["type"], "column": column, "success": r["success"],
+            "element_count": facts.height, "unexpected_count": 0 if r["success"] else None, "observed_value": "", "validated_at": now,
         }
         rows.append(row)
-        raised = [v for v in (r.exception_info or {}).values() if isinstance(v, dict) and v.get("raised_exception")]
-        if raised or (r.exception_info or {}).get("raised_exception"):
+        info = r["exception_info"] or {}
+        raised = [v for v in info.values() if isinstance(v, dict) and v.get("raised_exception")]
+        if raised or info.get("raised_exception"):
             # an expectation that could not be evaluated guards nothing: refuse the batch, whatever its level
-            message = raised[0].get("exception_message") if raised else r.exception_info.get("exception_message")
+            message = raised[0].get("exception_message") if raised else info.get("exception_message")
             batch_failures.append((gate, f"could not be evaluated: {message}"))
             continue
-        unexpected = [] if r.success else [_rows_holding(facts, expectation, frames[_frame_of(expectation)], r.result["unexpected_index_list"])]
-        if column in earlier and _frame_of(expectation) == "repeats":  # values an earlier chunk held: unexpected here too
+        unexpected = [] if r["success"] else [_rows_holding(facts, spec, frames[frame_of(spec)], r["unexpected_index_list"])]
+        if column in earlier and frame_of(spec) == "repeats":  # values an earlier chunk held: unexpected here too
             unexpected.append(earlier[column])
         if not unexpected or not (found := pl.concat(unexpected).unique("_row", maintain_order=True)).height:
             continue
@@ -340,12 +203,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     return Verdict(table, suite_name, rejected, batch_failures, rows)
 
 
-def _frame_of(expectation) -> str:
-    """Which tally a gate is judged on: a uniqueness gate on the repeats, every other gate on the values."""
-    return "repeats" if type(expectation).__name__ == "ExpectColumnValuesToBeUnique" else "values"
-
-
-def tallies(facts: pl.DataFrame, expectations: dict, repeated: dict[str, pl.Series]) -> dict[str, pl.DataFrame]:
+def tallies(facts: pl.DataFrame, specs: dict[str, ExpectationSpec], repeated: dict[str, pl.Series]) -> dict[str, pl.DataFrame]:
     """The facts pre-aggregated for Great Expectations: per column, only the values its gates can tell apart.
 
     Every gate is a value-wise expectation (in a set, between bounds, not null, unique; never ``mostly``), so its
@@ -360,12 +218,12 @@ def tallies(facts: pl.DataFrame, expectations: dict, repeated: dict[str, pl.Seri
     pairs' margins, is no shorter), and Great Expectations no longer factorizes every id to find none repeated.
     """
     distinct: dict[str, pl.Expr] = {}
-    for expectation in expectations.values():
-        name, column, c = type(expectation).__name__, expectation.column, pl.col(expectation.column)
-        if name not in VALUE_WISE or (expectation.mostly or 1) < 1:
-            raise ValueError(f"gate {expectation.meta['gate']!r}: {name} (mostly={expectation.mostly}) cannot be judged on "
+    for gate, spec in specs.items():
+        name, column, c, mostly = spec.type, spec.column, pl.col(spec.column), spec.kwargs.get("mostly")
+        if name not in VALUE_WISE or (mostly or 1) < 1:
+            raise ValueError(f"gate {gate!r}: {name} (mostly={mostly}) cannot be judged on "
                              "tallies; gates must be value-wise expectations without 'mostly'")
-        if _frame_of(expectation) == "repeats" or column not in facts.columns:
+        if frame_of(spec) == "repeats" or column not in facts.columns:
             continue  # (a missing column: Great Expectations reports the gate as not evaluated)
         if name == "ExpectColumnValuesToNotBeNull" and column not in distinct:
             distinct[column] = c.drop_nulls().head(1).append(c.filter(c.is_null()).head(1))
@@ -377,17 +235,17 @@ def tallies(facts: pl.DataFrame, expectations: dict, repeated: dict[str, pl.Seri
     frames = {"values": pl.DataFrame([
         v.gather(np.arange(length) % len(v)) if len(v) else pl.repeat(None, length, dtype=v.dtype, eager=True).alias(v.name) for v in values
     ]).with_row_index("_row")}
-    if any(_frame_of(e) == "repeats" for e in expectations.values()):
+    if any(frame_of(e) == "repeats" for e in specs.values()):
         twice = [pl.concat([r, r]).alias(column) for column, r in repeated.items()]
         length = max(map(len, twice), default=0)
         frames["repeats"] = pl.DataFrame([r.extend_constant(None, length - len(r)) for r in twice]).with_row_index("_row")
     return frames
 
 
-def _rows_holding(facts: pl.DataFrame, expectation, tally: pl.DataFrame, unexpected_index_list: list[dict]) -> pl.DataFrame:
+def _rows_holding(facts: pl.DataFrame, spec: ExpectationSpec, tally: pl.DataFrame, unexpected_index_list: list[dict]) -> pl.DataFrame:
     """``_row`` and the gate's column of the facts holding the tally values Great Expectations found unexpected."""
-    column = expectation.column
-    if type(expectation).__name__ == "ExpectColumnValuesToNotBeNull":
+    column = spec.column
+    if spec.type == "ExpectColumnValuesToNotBeNull":
         return facts.filter(pl.col(column).is_null()).select("_row", column)
     values = tally[column].gather([int(i["_row"]) for i in unexpected_index_list]).drop_nulls().unique()
     return facts.filter(pl.col(column).is_in(values.implode())).select("_row", column)

@@ -9,8 +9,8 @@ the rest land; ``batch`` gates abort the commit, because a failure means the bat
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from prefhouse.quality.settings import Bounds
 
@@ -22,10 +22,29 @@ ROW, BATCH = "row", "batch"
 
 
 @dataclass(frozen=True)
+class ExpectationSpec:
+    """A gate's Great Expectations expectation as plain data: its class and arguments.
+
+    The writer's process tallies the facts from it and the expectation object is built only where Great Expectations
+    runs (:mod:`quality.gx_worker`, a process of its own): GX's import (~1.5 s of a cold curation) then never holds the
+    writer's interpreter while it stages.
+    """
+
+    type: str  # the expectation's class in ``great_expectations.expectations``
+    column: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Expectation:
+        from prefhouse.quality.gx_import import import_gx
+
+        return getattr(import_gx().expectations, self.type)(column=self.column, **self.kwargs)
+
+
+@dataclass(frozen=True)
 class Gate:
     name: str
     level: str
-    make: Callable[["GateContext"], Expectation]
+    make: Callable[["GateContext"], ExpectationSpec]
 
 
 @dataclass(frozen=True)
@@ -38,30 +57,22 @@ class GateContext:
     n: int = 0  # responses per prompt the online iteration samples
 
 
-def _expectations():
-    """Great Expectations' expectation classes, imported when a gate is first built (the import costs seconds,
-    which a command's ``--help`` must not pay)."""
-    from prefhouse.quality.gx_import import import_gx
-
-    return import_gx().expectations
+def _in_set(column: str, values) -> Callable[[GateContext], ExpectationSpec]:
+    return lambda ctx: ExpectationSpec("ExpectColumnValuesToBeInSet", column, {"value_set": values(ctx) if callable(values) else values})
 
 
-def _in_set(column: str, values) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: _expectations().ExpectColumnValuesToBeInSet(column=column, value_set=values(ctx) if callable(values) else values)
+def _not_null(column: str) -> Callable[[GateContext], ExpectationSpec]:
+    return lambda ctx: ExpectationSpec("ExpectColumnValuesToNotBeNull", column)
 
 
-def _not_null(column: str) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: _expectations().ExpectColumnValuesToNotBeNull(column=column)
+def _unique(column: str) -> Callable[[GateContext], ExpectationSpec]:
+    return lambda ctx: ExpectationSpec("ExpectColumnValuesToBeUnique", column)
 
 
-def _unique(column: str) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: _expectations().ExpectColumnValuesToBeUnique(column=column)
-
-
-def _between(column: str, low, high=None, strict_min: bool = False) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: _expectations().ExpectColumnValuesToBeBetween(
-        column=column, min_value=low(ctx) if callable(low) else low, max_value=high(ctx) if callable(high) else high, strict_min=strict_min
-    )
+def _between(column: str, low, high=None, strict_min: bool = False) -> Callable[[GateContext], ExpectationSpec]:
+    return lambda ctx: ExpectationSpec("ExpectColumnValuesToBeBetween", column, {
+        "min_value": low(ctx) if callable(low) else low, "max_value": high(ctx) if callable(high) else high, "strict_min": strict_min,
+    })
 
 
 PAIRS_SUITE: list[Gate] = [
@@ -98,8 +109,8 @@ PROMPTS_SUITE: list[Gate] = [
     Gate("source_partition_matches_run", BATCH, _in_set("source", lambda c: list(c.sources))),
 ]
 
-def _exactly_n(column: str) -> Callable[[GateContext], Expectation]:
-    return lambda ctx: _expectations().ExpectColumnValuesToBeBetween(column=column, min_value=ctx.n, max_value=ctx.n)
+def _exactly_n(column: str) -> Callable[[GateContext], ExpectationSpec]:
+    return lambda ctx: ExpectationSpec("ExpectColumnValuesToBeBetween", column, {"min_value": ctx.n, "max_value": ctx.n})
 
 
 # What every table of sampled responses must hold (the online iteration's, and the evaluation's answers).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -172,9 +173,10 @@ def _every_row_with_gx(facts: pl.DataFrame, context: GateContext) -> dict[str, d
     import great_expectations as gx
     import pandas as pd
     from great_expectations.validator.v1_validator import Validator
-    from prefhouse.quality.gates import _gx, _pandas
+    from prefhouse.quality import gx_worker
+    from prefhouse.quality.gates import _pandas
 
-    ctx = _gx()
+    ctx = gx_worker.context()
     source = ctx.data_sources.add_pandas("every-row")
     try:
         validator = Validator(batch_definition=source.add_dataframe_asset("every-row").add_batch_definition_whole_dataframe("every-row"),
@@ -182,7 +184,7 @@ def _every_row_with_gx(facts: pl.DataFrame, context: GateContext) -> dict[str, d
                               result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
         suite = gx.ExpectationSuite(name="every-row")
         for gate in SUITES["pairs"]:
-            expectation = gate.make(context)
+            expectation = gate.make(context).build()
             expectation.meta = {"gate": gate.name}
             suite.add_expectation_configuration(expectation.configuration)
         results = validator.validate_expectation_suite(suite).results
@@ -227,7 +229,7 @@ def test_an_expectations_configuration_is_kept_only_inside_a_gates_validation() 
     """The gates keep each expectation's configuration for the length of one of their validations (GX rebuilds it on
     every read); anywhere else the property must still reflect the expectation as it is now."""
     import great_expectations as gx
-    from prefhouse.quality.gates import _gx, _validating
+    from prefhouse.quality.gx_worker import _gx, _validating
 
     _gx()  # (installs the kept property)
     expectation = gx.expectations.ExpectColumnValuesToBeInSet(column="s", value_set=["x"])
@@ -463,14 +465,18 @@ def test_gates_judged_in_chunks_record_what_one_judgement_records(curated_lake: 
     assert chunked.batch_failures == whole.batch_failures == []
 
 
-def test_great_expectations_keeps_only_the_last_tally_of_each_kind(curated_lake: Lake) -> None:
+def test_great_expectations_keeps_only_the_last_tally_of_each_kind(curated_lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     """A GX data source's execution engine caches every batch it loads and never evicts one; the gates load every
     judgement's tallies under the same batch ids, so the cache holds the last tally of each kind, not one per judgement
-    (memory would grow with the input)."""
-    from prefhouse.quality.gates import _gx
+    (memory would grow with the worker's input). Judged in this process, to look inside GX's context."""
+    import types
+
+    from prefhouse.quality import gates, gx_worker
+
+    monkeypatch.setattr(gates, "worker", lambda: types.SimpleNamespace(validate=gx_worker.validate_tallies))
 
     def cached() -> int:
-        return sum(len(source.get_execution_engine().batch_manager.batch_data_cache) for source in _gx().data_sources.all().values())
+        return sum(len(source.get_execution_engine().batch_manager.batch_data_cache) for source in gx_worker.context().data_sources.all().values())
 
     pairs = good_pairs(curated_lake)
     judge(S.PAIRS, "pairs", pair_facts(pairs).with_row_index("_row"), GateContext((0,), ("ultrafeedback",)), "test")
@@ -560,34 +566,45 @@ assert kl.stats.entropy is scipy.stats.entropy and type(sys.modules["scipy.stats
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_a_process_ends_only_after_the_gx_warm_up() -> None:
-    """A run that ends while GX warms up on its thread waits for it, so the interpreter never shuts down under it."""
+def test_great_expectations_runs_in_a_worker_that_ends_with_the_writers_process() -> None:
+    """A Gatekeeper starts GX's worker process; the writer judges through it and never imports GX itself; a writer
+    that ends early (an input error) exits with its own code, its worker ended with it."""
     code = """
-import atexit
-from prefhouse.quality.gates import Gatekeeper, warm_up_in_background
-from prefhouse.quality.suites import GateContext
-atexit.register(lambda: print("warm-up running at exit:", warm_up_in_background().is_alive()))
-Gatekeeper(GateContext(iterations=(0,), sources=("hh_rlhf",)), "run-1")
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "warm-up running at exit: False" in done.stdout, done.stdout
-
-
-def test_great_expectations_warmed_up_in_the_background_is_whole_when_asked_for() -> None:
-    """A Gatekeeper starts GX's import and first validation on a thread; asking for GX while that import is half
-    done waits for it instead of handing back the partly initialised module."""
-    code = """
-import sys, threading, time
+import sys
+import polars as pl
 from prefhouse.quality.gates import Gatekeeper
-from prefhouse.quality.gx_import import import_gx
 from prefhouse.quality.suites import GateContext
-Gatekeeper(GateContext(iterations=(0,), sources=("hh_rlhf",)), "run-1")
-assert any(t.name == "prefhouse-gx-warm-up" for t in threading.enumerate()), "no background warm-up"
-while "great_expectations" not in sys.modules:
-    time.sleep(0.001)
-gx = import_gx()
-assert hasattr(gx, "get_context") and hasattr(gx.expectations, "ExpectColumnValuesToBeInSet"), "partly imported"
+keeper = Gatekeeper(GateContext(iterations=(0,), sources=("hh_rlhf",)), "run-1")
+from prefhouse.quality.gates import warm_up_in_background
+print("worker pid:", warm_up_in_background().process.pid)
+keeper.observe("raw_x", "raw", pl.DataFrame({"_raw_key": ["a", "b", "b"], "_split": ["s", "s", "s"], "raw_row": ["a", "b", "b"]}))
+print("failed:", [g for g, _ in keeper.judge("raw_x").batch_failures])
+print("great_expectations imported here:", "great_expectations" in sys.modules)
+sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "failed: ['raw_key_unique']" in done.stdout and "great_expectations imported here: False" in done.stdout, done.stdout
+    pid = int(done.stdout.split("worker pid:")[1].split()[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_judgement_made_after_the_worker_died_is_made_here_with_the_same_results() -> None:
+    """A worker killed mid-run (out of memory, a signal) costs the run nothing: the next judgement runs in the writer's
+    process, gives the same verdict, and says so on stderr."""
+    code = """
+import polars as pl
+from prefhouse.quality.gates import judge, warm_up_in_background
+from prefhouse.quality.suites import GateContext
+facts = pl.DataFrame({"_raw_key": ["a", None, "b", "b"], "_split": ["s", "s", None, "s"], "raw_row": ["a", "c", "b", "b"]}).with_row_index("_row")
+verdict = lambda: [(r["gate"], r["success"], r["unexpected_count"], r["observed_value"]) for r in judge("raw_x", "raw", facts, GateContext((0,), ("x",)), "r").results]
+in_worker = verdict()
+warm_up_in_background().process.kill()
+assert verdict() == in_worker, (verdict(), in_worker)
+print("ok", in_worker)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok") and "('raw_key_unique', False, 2" in done.stdout, done.stdout
+    assert "the Great Expectations worker" in done.stderr and "validating in this process" in done.stderr, done.stderr[-2000:]
