@@ -28,7 +28,7 @@ import pyarrow as pa
 from prefhouse.pipelines.core.digests import DigestSet, digests
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
-from prefhouse.quality.gx_worker import GxWorker, frame_of, worker
+from prefhouse.quality.gx_worker import GxWorker, worker
 from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, ExpectationSpec, GateContext
 
 # Facts of one table judged together; a larger run is judged a chunk at a time. Measured on 1M raw rows' curation:
@@ -160,7 +160,7 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
     """
     specs = {gate.name: gate.make(context) for gate in SUITES[suite_name]}
     levels = {gate.name: gate.level for gate in SUITES[suite_name]}
-    unique_columns = {e.column for e in specs.values() if frame_of(e) == "repeats" and e.column in facts.columns}
+    unique_columns = {e.column for e in specs.values() if e.tally == "repeats" and e.column in facts.columns}
     repeated, earlier = _repeats(facts, unique_columns, seen, remember)
     frames = tallies(facts, specs, repeated)
     answers = worker().validate(table, suite_name, SUITE_VERSION, specs, {kind: _pandas(frame) for kind, frame in frames.items()})
@@ -185,8 +185,8 @@ def judge(table: str, suite_name: str, facts: pl.DataFrame, context: GateContext
             message = raised[0].get("exception_message") if raised else info.get("exception_message")
             batch_failures.append((gate, f"could not be evaluated: {message}"))
             continue
-        unexpected = [] if r["success"] else [_rows_holding(facts, spec, frames[frame_of(spec)], r["unexpected_index_list"])]
-        if column in earlier and frame_of(spec) == "repeats":  # values an earlier chunk held: unexpected here too
+        unexpected = [] if r["success"] else [_rows_holding(facts, spec, frames[spec.tally], r["unexpected_index_list"])]
+        if column in earlier and spec.tally == "repeats":  # values an earlier chunk held: unexpected here too
             unexpected.append(earlier[column])
         if not unexpected or not (found := pl.concat(unexpected).unique("_row", maintain_order=True)).height:
             continue
@@ -223,7 +223,7 @@ def tallies(facts: pl.DataFrame, specs: dict[str, ExpectationSpec], repeated: di
         if name not in VALUE_WISE or (mostly or 1) < 1:
             raise ValueError(f"gate {gate!r}: {name} (mostly={mostly}) cannot be judged on "
                              "tallies; gates must be value-wise expectations without 'mostly'")
-        if frame_of(spec) == "repeats" or column not in facts.columns:
+        if spec.tally == "repeats" or column not in facts.columns:
             continue  # (a missing column: Great Expectations reports the gate as not evaluated)
         if name == "ExpectColumnValuesToNotBeNull" and column not in distinct:
             distinct[column] = c.drop_nulls().head(1).append(c.filter(c.is_null()).head(1))
@@ -235,7 +235,7 @@ def tallies(facts: pl.DataFrame, specs: dict[str, ExpectationSpec], repeated: di
     frames = {"values": pl.DataFrame([
         v.gather(np.arange(length) % len(v)) if len(v) else pl.repeat(None, length, dtype=v.dtype, eager=True).alias(v.name) for v in values
     ]).with_row_index("_row")}
-    if any(frame_of(e) == "repeats" for e in specs.values()):
+    if any(e.tally == "repeats" for e in specs.values()):
         twice = [pl.concat([r, r]).alias(column) for column, r in repeated.items()]
         length = max(map(len, twice), default=0)
         frames["repeats"] = pl.DataFrame([r.extend_constant(None, length - len(r)) for r in twice]).with_row_index("_row")

@@ -27,19 +27,12 @@ import traceback
 from typing import Any
 
 from prefhouse.quality.gx_import import import_gx
-from prefhouse.quality.suites import ExpectationSpec
-
-UNIQUE = "ExpectColumnValuesToBeUnique"  # judged on the repeats tally; every other gate on the values tally
+from prefhouse.quality.suites import UNIQUE, ExpectationSpec
 
 _context = None
 _batches: dict[str, object] = {}  # tally kind -> its batch definition in the gates' one data source
 _lock = threading.RLock()  # GX's context is not thread-safe: it is built, warmed up and used under this lock
 _validating = threading.local()  # .configurations: while this thread runs one of the gates' validations (``_validate``)
-
-
-def frame_of(spec: ExpectationSpec) -> str:
-    """Which tally a gate is judged on: a uniqueness gate on the repeats, every other gate on the values."""
-    return "repeats" if spec.type == UNIQUE else "values"
 
 
 def validate_tallies(table: str, suite_name: str, suite_version: str, specs: dict[str, ExpectationSpec], frames: dict[str, Any]) -> dict[str, dict]:
@@ -62,7 +55,7 @@ def validate_tallies(table: str, suite_name: str, suite_version: str, specs: dic
     def run(gate_names: list[str], result_format) -> dict:
         results = {}
         for kind, validator in validators.items():
-            names = [g for g in gate_names if frame_of(specs[g]) == kind]
+            names = [g for g in gate_names if specs[g].tally == kind]
             if names:
                 suite = gx.ExpectationSuite(name=f"{table}-{kind}-{len(names)}", meta={"prefhouse_suite": suite_name, "version": suite_version})
                 for gate_name in names:
@@ -172,6 +165,10 @@ def _batch_definition(kind: str):
         return _batches[kind]
 
 
+# what a pipe to a worker that died raises (a closed pipe, a cut-off reply)
+LOST = (OSError, EOFError, ValueError, pickle.UnpicklingError)
+
+
 class WorkerError(RuntimeError):
     """Great Expectations raised in the worker: its traceback, as the worker printed it."""
 
@@ -192,7 +189,7 @@ class GxWorker:
             if self._gone is None:
                 try:
                     self._receive_ready()
-                except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+                except LOST as exc:
                     self._lost(exc)
 
     def validate(self, *request: Any) -> dict[str, dict]:
@@ -204,7 +201,7 @@ class GxWorker:
                     pickle.dump(request, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                     self.process.stdin.flush()
                     kind, answer = pickle.load(self.process.stdout)
-                except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+                except LOST as exc:
                     self._lost(exc)
                 else:
                     if kind == "error":

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 SUITE_VERSION = "1"
 ROW, BATCH = "row", "batch"
+UNIQUE = "ExpectColumnValuesToBeUnique"  # judged on the repeats tally; every other expectation on the values tally
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class ExpectationSpec:
     type: str  # the expectation's class in ``great_expectations.expectations``
     column: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tally(self) -> str:
+        """Which tally of the facts it is judged on (:func:`quality.gates.tallies`): a uniqueness gate on the repeats,
+        every other gate on the values."""
+        return "repeats" if self.type == UNIQUE else "values"
 
     def build(self) -> Expectation:
         from prefhouse.quality.gx_import import import_gx
@@ -66,7 +73,7 @@ def _not_null(column: str) -> Callable[[GateContext], ExpectationSpec]:
 
 
 def _unique(column: str) -> Callable[[GateContext], ExpectationSpec]:
-    return lambda ctx: ExpectationSpec("ExpectColumnValuesToBeUnique", column)
+    return lambda ctx: ExpectationSpec(UNIQUE, column)
 
 
 def _between(column: str, low, high=None, strict_min: bool = False) -> Callable[[GateContext], ExpectationSpec]:
