@@ -28,7 +28,7 @@ import pyarrow as pa
 from prefhouse.pipelines.core.digests import DigestSet, digests
 from prefhouse.pipelines.core.errors import Refused
 from prefhouse.pipelines.core.schema import VALIDATION_SCHEMA
-from prefhouse.quality.gx_worker import GxWorker, worker
+from prefhouse.quality.gx_worker import worker
 from prefhouse.quality.suites import BATCH, ROW, SUITE_VERSION, SUITES, ExpectationSpec, GateContext
 
 # Facts of one table judged together; a larger run is judged a chunk at a time. Measured on 1M raw rows' curation:
@@ -92,13 +92,6 @@ class Verdict:
         return cls(parts[0].table, parts[0].suite, pl.concat([p.rejected for p in parts]), list(failures.items()), results)
 
 
-def warm_up_in_background() -> GxWorker:
-    """Start the process's Great Expectations worker (:mod:`quality.gx_worker`), once per process: it imports GX,
-    builds its context and validates a tiny tally of each kind in a process of its own while the run stages, which
-    GX's import, ~1.5 s of Python, would otherwise slow by holding the interpreter lock. Returns the worker."""
-    return worker()
-
-
 def _pandas(facts: pl.DataFrame):
     """The facts as pandas for Great Expectations, in the dtypes its pandas engine is fast on: integers as
     int64 (float64 where null) and floats as float64 — its range checks are vectorised only for those and
@@ -111,7 +104,7 @@ class Gatekeeper:
     """Collects facts per table while a run stages rows; judges them a chunk at a time; one verdict per table."""
 
     def __init__(self, context: GateContext, run_id: str, chunk_rows: int = CHUNK_ROWS):
-        warm_up_in_background()  # judged later in the run: GX's import and first validation overlap the staging
+        worker()  # judged later in the run: GX's import and first validation, in the worker's process, overlap the staging
         self.context = context
         self.run_id = run_id
         self.chunk_rows = chunk_rows

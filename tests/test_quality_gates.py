@@ -575,8 +575,8 @@ import polars as pl
 from prefhouse.quality.gates import Gatekeeper
 from prefhouse.quality.suites import GateContext
 keeper = Gatekeeper(GateContext(iterations=(0,), sources=("hh_rlhf",)), "run-1")
-from prefhouse.quality.gates import warm_up_in_background
-print("worker pid:", warm_up_in_background().process.pid)
+from prefhouse.quality.gx_worker import worker
+print("worker pid:", worker().process.pid)
 keeper.observe("raw_x", "raw", pl.DataFrame({"_raw_key": ["a", "b", "b"], "_split": ["s", "s", "s"], "raw_row": ["a", "b", "b"]}))
 print("failed:", [g for g, _ in keeper.judge("raw_x").batch_failures])
 print("great_expectations imported here:", "great_expectations" in sys.modules)
@@ -595,12 +595,13 @@ def test_a_judgement_made_after_the_worker_died_is_made_here_with_the_same_resul
     process, gives the same verdict, and says so on stderr."""
     code = """
 import polars as pl
-from prefhouse.quality.gates import judge, warm_up_in_background
+from prefhouse.quality.gates import judge
+from prefhouse.quality.gx_worker import worker
 from prefhouse.quality.suites import GateContext
 facts = pl.DataFrame({"_raw_key": ["a", None, "b", "b"], "_split": ["s", "s", None, "s"], "raw_row": ["a", "c", "b", "b"]}).with_row_index("_row")
 verdict = lambda: [(r["gate"], r["success"], r["unexpected_count"], r["observed_value"]) for r in judge("raw_x", "raw", facts, GateContext((0,), ("x",)), "r").results]
 in_worker = verdict()
-warm_up_in_background().process.kill()
+worker().process.kill()
 assert verdict() == in_worker, (verdict(), in_worker)
 print("ok", in_worker)
 """

@@ -32,7 +32,8 @@ import polars as pl  # noqa: E402
 from prefhouse.pipelines.core import schema as S  # noqa: E402
 from prefhouse.pipelines.core.lake import Lake, staging  # noqa: E402
 from prefhouse.quality.checks import pair_facts  # noqa: E402
-from prefhouse.quality.gates import CHUNK_ROWS, Gatekeeper, Verdict, warm_up_in_background  # noqa: E402
+from prefhouse.quality.gates import CHUNK_ROWS, Gatekeeper, Verdict  # noqa: E402
+from prefhouse.quality.gx_worker import worker  # noqa: E402
 from prefhouse.quality.suites import GateContext  # noqa: E402
 from synthetic import chunks  # noqa: E402
 
@@ -45,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     frames = [pl.from_arrow(table) for table in chunks(args.pairs, 1, args.chunk)]
     t0 = time.perf_counter()
-    warm_up_in_background().wait_ready()  # GX's worker: its import, context and first validation, once per process, outside the timings
+    worker().wait_ready()  # GX's worker: its import, context and first validation, once per process, outside the timings
     warm_up_s = time.perf_counter() - t0
     sources = tuple(sorted({s for frame in frames for s in frame["source"].unique()}))
     ratios = []
