@@ -35,6 +35,10 @@ JOBS: dict[str, tuple[str, str]] = {  # subcommand: (module with main(argv), wha
     "maintain": ("prefhouse.pipelines.maintain", "optimize (compact, z-order) or vacuum lake tables"),
 }
 
+# jobs whose work takes seconds and is judged by quality gates: their Great Expectations worker starts with the process
+# (core.process.start); the others' minutes of training and generation leave its start where the first gate is
+GATES_FROM_THE_START = frozenset({"curate"})
+
 
 def usage() -> str:
     width = max(map(len, JOBS))
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown job {job!r}\n\n{usage()}", file=sys.stderr)
         return USAGE
     sys.argv[0] = f"prefhouse {job}"
-    start(PARSERS[job], rest)  # a --help builds only the job's parser: nothing of the job is imported
+    start(PARSERS[job], rest, gates_worker=job in GATES_FROM_THE_START)  # a --help builds only the job's parser: nothing of the job is imported
     module = importlib.import_module(JOBS[job][0])
     return run(module.main, rest)
 

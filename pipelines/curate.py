@@ -15,7 +15,7 @@ if __name__ == "__main__":  # run as a script: the process is set up and a --hel
     from prefhouse.pipelines.core.process import start
     from prefhouse.pipelines.sources.settings import curate_parser
 
-    start(curate_parser)
+    start(curate_parser, gates_worker=True)
 
 import functools
 import os

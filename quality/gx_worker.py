@@ -4,9 +4,10 @@ A writer judges its facts' tallies (:mod:`quality.gates`) with GX, whose import 
 Python holding the interpreter lock. On a thread of the writer's process (as it was until 2026-12-06) that import
 held the lock the writer's own threads need to keep polars, Arrow and DuckDB busy: a cold 100K + 100K curation
 left a core idle for most of its first seconds. So the first :class:`~prefhouse.quality.gates.Gatekeeper` of a
-process starts this module as a worker (``python -m prefhouse.quality.gx_worker``), which imports GX, builds its
-context and validates a tiny tally of each kind while the writer stages; the writer then sends each judgement's
-tallies (a few thousand rows at most) and gets plain results back. GX never enters the writer's process.
+process (earlier still, ``prefhouse curate``'s start: :func:`prefhouse.pipelines.core.process.start`) starts this
+module as a worker (``python -m prefhouse.quality.gx_worker``), which imports GX, builds its context and validates
+a tiny tally of each kind while the writer stages; the writer then sends each judgement's tallies (a few thousand
+rows at most) and gets plain results back. GX never enters the writer's process.
 
 The worker is the writer's child: it ends when the writer closes its pipe, exits or dies. Should it be gone when a
 judgement is asked for (killed, out of memory), the judgement runs here, in the writer's process, with the same

@@ -64,6 +64,14 @@ def test_a_job_process_is_set_up_before_polars_loads_and_ends_with_the_job_code(
         proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                               env=env if own is None else {**env, "_RJEM_MALLOC_CONF": own})
         assert proc.returncode == 3 and proc.stdout.strip().endswith("," + expected), (proc.stdout, proc.stderr)
+    # curation's start also starts the Great Expectations worker, before the job's imports: GX never enters this process
+    assert cli.GATES_FROM_THE_START == {"curate"}
+    probe = ("import sys\nfrom prefhouse.pipelines.core.process import finish, start\nfrom prefhouse.pipelines.parsers import PARSERS\n"
+             "start(PARSERS['curate'], [], gates_worker=True)\nfrom prefhouse.quality import gx_worker\n"
+             "assert gx_worker._worker.process.poll() is None and not {'polars', 'great_expectations'} & sys.modules.keys()\n"
+             "gx_worker._worker.wait_ready()\nassert gx_worker._worker._ready\nfinish(0)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and "validating in this process" not in proc.stderr, proc.stderr
     # a job that loaded torch or triton ends with the last collection: frozen, triton's objects would make nanobind print leak reports
     # (and GX's import, which freezes what it built, does not freeze them either)
     probe = "import triton.language\nfrom prefhouse.quality.gx_import import import_gx\nimport_gx()\nfrom prefhouse.pipelines.core.process import finish\nfinish(0)\n"
