@@ -15,7 +15,10 @@ if __name__ == "__main__":  # run as a script: the process is set up and a --hel
     from prefhouse.pipelines.core.process import start
     from prefhouse.pipelines.sources.settings import curate_parser
 
-    start(curate_parser, gates_worker=True)
+    start(curate_parser)
+    from prefhouse.quality.gx_worker import worker
+
+    worker()  # GX imports in a process of its own while this one imports the job (pipelines/cli.py: GATES_FROM_THE_START)
 
 import functools
 import os

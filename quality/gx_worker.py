@@ -4,7 +4,7 @@ A writer judges its facts' tallies (:mod:`quality.gates`) with GX, whose import 
 Python holding the interpreter lock. On a thread of the writer's process (as it was until 2026-12-06) that import
 held the lock the writer's own threads need to keep polars, Arrow and DuckDB busy: a cold 100K + 100K curation
 left a core idle for most of its first seconds. So the first :class:`~prefhouse.quality.gates.Gatekeeper` of a
-process (earlier still, ``prefhouse curate``'s start: :func:`prefhouse.pipelines.core.process.start`) starts this
+process (earlier still, ``prefhouse curate``'s start: :func:`prefhouse.pipelines.cli.start_process`) starts this
 module as a worker (``python -m prefhouse.quality.gx_worker``), which imports GX, builds its context and validates
 a tiny tally of each kind while the writer stages; the writer then sends each judgement's tallies (a few thousand
 rows at most) and gets plain results back. GX never enters the writer's process.

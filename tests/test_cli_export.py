@@ -66,8 +66,8 @@ def test_a_job_process_is_set_up_before_polars_loads_and_ends_with_the_job_code(
         assert proc.returncode == 3 and proc.stdout.strip().endswith("," + expected), (proc.stdout, proc.stderr)
     # curation's start also starts the Great Expectations worker, before the job's imports: GX never enters this process
     assert cli.GATES_FROM_THE_START == {"curate"}
-    probe = ("import sys\nfrom prefhouse.pipelines.core.process import finish, start\nfrom prefhouse.pipelines.parsers import PARSERS\n"
-             "start(PARSERS['curate'], [], gates_worker=True)\nfrom prefhouse.quality import gx_worker\n"
+    probe = ("import sys\nfrom prefhouse.pipelines.cli import start_process\nfrom prefhouse.pipelines.core.process import finish\n"
+             "start_process('curate', [])\nfrom prefhouse.quality import gx_worker\n"
              "assert gx_worker._worker.process.poll() is None and not {'polars', 'great_expectations'} & sys.modules.keys()\n"
              "gx_worker._worker.wait_ready()\nassert gx_worker._worker._ready\nfinish(0)\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)

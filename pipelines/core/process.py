@@ -18,13 +18,7 @@ Two costs of a large run are not its work, and both are settled outside it (meas
   bindings check at exit that every object of theirs was freed, and print a leak report of hundreds of lines
   when frozen cycles still hold some.
 
-A third is a matter of order. A job that judges quality gates hands Great Expectations to a worker process
-(:mod:`prefhouse.quality.gx_worker`), whose import and warm-up are ~1.7 s of CPU on one core. Started by the job's
-first :class:`~prefhouse.quality.gates.Gatekeeper`, after the job's own imports and lake set-up (~1 s on one core),
-it competes with the job's work for the cores; started by :func:`start` (``gates_worker``), it runs beside those
-imports, on the core they leave idle: a cold 100K + 100K-row curation 0.96x wall, paired.
-
-All three are for a process that runs one job and ends: a job called in-process (the tests) goes through none.
+Both are for a process that runs one job and ends: a job called in-process (the tests) goes through neither.
 """
 
 from __future__ import annotations
@@ -43,17 +37,11 @@ JEMALLOC_CONF = f"dirty_decay_ms:{JEMALLOC_DECAY_MS},muzzy_decay_ms:{JEMALLOC_DE
 MODEL_STACK = frozenset({"torch", "triton"})  # loaded: the process ends with its last collection (see above)
 
 
-def start(build_parser: Callable[[], argparse.ArgumentParser], argv: list[str] | None = None, *, gates_worker: bool = False) -> None:
+def start(build_parser: Callable[[], argparse.ArgumentParser], argv: list[str] | None = None) -> None:
     """A job's first step as a process: the allocator's settings made, then a ``--help`` answered (and the process
-    ended) from the job's parser alone, then (``gates_worker``: a job of seconds that judges quality gates) the Great
-    Expectations worker started, to import GX while this process imports the job. Called before the job's module
-    imports polars."""
+    ended) from the job's parser alone. Called before the job's module imports polars."""
     set_allocator()
     answer_help(build_parser, argv)
-    if gates_worker:
-        from prefhouse.quality.gx_worker import worker
-
-        worker()
 
 
 def set_allocator() -> None:
